@@ -1,0 +1,112 @@
+# intercom-sync — developer and CI entry points.  `make` (or `make help`) lists the targets.
+#
+# Every target that runs project code depends on `venv`, which bootstraps .venv/ from the lock
+# files on first use and again only when requirements*.lock or pyproject.toml change.
+#
+# Overridable variables:
+#   PYTHON       bootstrap interpreter for the venv   (default: python3; e.g. PYTHON=python3.12)
+#   VENV         virtual-environment folder            (default: .venv)
+#   PYTEST_ARGS  extra pytest arguments                (e.g. PYTEST_ARGS="-x -k webhook")
+#   SOAK_ARGS    extra arguments for `make soak`
+#   SERVE_ARGS   extra arguments for `make serve`       (e.g. SERVE_ARGS="--port 8080")
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_BIN := $(VENV)/bin
+VENV_PY := $(VENV_BIN)/python
+STAMP := $(VENV)/.installed
+
+PYTEST_ARGS ?=
+SOAK_ARGS ?=
+SERVE_ARGS ?=
+
+# Lint only the folders that exist (bench/ and migrations/ may not yet).
+LINT_PATHS := $(wildcard app tests bench migrations)
+
+.PHONY: help venv test test-postgres lint format demo serve migrate bench bench-quick soak \
+        clean clean-venv
+
+help: ## Show this help
+	@echo "usage: make <target> [PYTEST_ARGS=...] [PYTHON=python3.x]"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' \
+		$(MAKEFILE_LIST)
+
+# --- environment -----------------------------------------------------------------------------
+
+$(VENV_PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Order-only on the interpreter: recreating the venv removes the stamp anyway.
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml | $(VENV_PY)
+	$(VENV_PY) -m pip install -r requirements-dev.lock
+	$(VENV_PY) -m pip install --no-deps -e .
+	@touch $@
+
+venv: $(STAMP) ## Create/refresh .venv from the lock files (only when they changed)
+
+# --- checks ----------------------------------------------------------------------------------
+
+test: venv ## Run the test suite (SQLite)
+	$(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: venv ## Run the test suite on a throwaway PostgreSQL 15 cluster
+	bash scripts/test-postgres.sh $(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+# Runs all three checks even when an earlier one fails, so one run reports everything.
+lint: venv ## ruff check, ruff format --check, mypy
+	@rc=0; \
+	for cmd in "$(VENV_BIN)/ruff check $(LINT_PATHS)" \
+	           "$(VENV_BIN)/ruff format --check $(LINT_PATHS)" \
+	           "$(VENV_BIN)/mypy"; do \
+		echo "$$cmd"; \
+		$$cmd || { rc=1; echo "lint: '$$cmd' failed" >&2; }; \
+	done; \
+	exit $$rc
+
+format: venv ## Auto-fix lint findings and format the code
+	$(VENV_BIN)/ruff check --fix $(LINT_PATHS)
+	$(VENV_BIN)/ruff format $(LINT_PATHS)
+
+# --- running -----------------------------------------------------------------------------------
+
+demo: venv ## Run the service end to end against the bundled Intercom simulator
+	$(VENV_BIN)/intercom-sync demo
+
+serve: venv ## Run the service (applies migrations first; SERVE_ARGS=...)
+	$(VENV_BIN)/intercom-sync serve $(SERVE_ARGS)
+
+migrate: venv ## Apply database migrations (alembic upgrade head) to DATABASE_URL
+	$(VENV_BIN)/intercom-sync migrate
+
+# --- benchmarks --------------------------------------------------------------------------------
+
+define require_bench
+	@test -d bench || { echo "bench/ does not exist yet" >&2; exit 1; }
+endef
+
+bench: venv ## Run the full benchmark suite
+	$(require_bench)
+	$(VENV_PY) -m bench
+
+bench-quick: venv ## Run a short benchmark pass (used by CI)
+	$(require_bench)
+	$(VENV_PY) -m bench --quick
+
+soak: venv ## Run the soak test (SOAK_ARGS=...)
+	$(require_bench)
+	$(VENV_PY) -m bench.soak $(SOAK_ARGS)
+
+# --- housekeeping --------------------------------------------------------------------------------
+
+clean: ## Remove caches and build artefacts (keeps .venv and data/)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-venv: ## Remove the virtual environment too
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""HTTP routes. Routes are thin: they check input and call plain functions."""

@@ -1,0 +1,220 @@
+"""The C1 read API under `/api/v1` (read token): snapshot, paginated views, single resources,
+change feed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from app.api.auth import require_token
+from app.api.errors import ApiError
+from app.api.schemas import (
+    ChangeFeed,
+    ErrorBody,
+    GrantPage,
+    MemberPage,
+    Role,
+    RolePage,
+    Snapshot,
+    Team,
+    TeamPage,
+    User,
+    UserPage,
+)
+from app.services import Services, get_services
+from app.snapshot import views
+from app.snapshot.cache import NotSynced
+
+
+def require_reader(request: Request, services: Annotated[Services, Depends(get_services)]) -> None:
+    require_token(
+        request, services.settings.read_api_tokens, kind="read", variable="READ_API_TOKENS"
+    )
+
+
+_COMMON: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or unknown read token."},
+    503: {"model": ErrorBody, "description": "No baseline has succeeded yet (`not_synced`)."},
+}
+router = APIRouter(
+    prefix="/api/v1", tags=["c1"], dependencies=[Depends(require_reader)], responses=_COMMON
+)
+ServicesDep = Annotated[Services, Depends(get_services)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1 to 1000.")]
+Cursor = Annotated[str | None, Query(description="Opaque cursor from `next_cursor`.")]
+_PAGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Bad `limit` or `invalid_cursor`."}
+}
+
+
+def _json(payload: object) -> Response:
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+async def _read(services: Services, fn: Callable[[Session], dict[str, Any]]) -> Response:
+    def run() -> dict[str, Any]:
+        with services.db.reading() as session:
+            return fn(session)
+
+    return _json(await run_in_threadpool(run))
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+def _accepts_gzip(header: str | None) -> bool:
+    if not header:
+        return False
+    for part in header.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            quality = params.strip().removeprefix("q=").strip()
+            try:
+                return not quality or float(quality) > 0
+            except ValueError:
+                return True
+    return False
+
+
+@router.get(
+    "/snapshot",
+    summary="The whole workspace at one store version",
+    responses={200: {"model": Snapshot}, 304: {"description": "Unchanged since ETag."}},
+)
+async def snapshot(
+    request: Request,
+    services: ServicesDep,
+    include_removed: Annotated[bool, Query(description="Also list removed teammates.")] = False,
+) -> Response:
+    """Serialized once per version and gzip-encoded when accepted; `If-None-Match` → 304."""
+    try:
+        body = await services.snapshots.get(include_removed=include_removed)
+    except NotSynced:
+        views.require_synced_error()
+    headers = {"ETag": body.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+    if _etag_matches(request.headers.get("if-none-match"), body.etag):
+        return Response(status_code=304, headers=headers)
+    if _accepts_gzip(request.headers.get("accept-encoding")):
+        headers["Content-Encoding"] = "gzip"
+        return Response(body.gzipped, media_type="application/json", headers=headers)
+    return Response(body.raw, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/users",
+    summary="Teammates, a page at a time",
+    responses={200: {"model": UserPage}, **_PAGE_ERRORS},
+)
+async def list_users(
+    services: ServicesDep, limit: Limit = 100, cursor: Cursor = None, include_removed: bool = False
+) -> Response:
+    roles = services.settings.roles_supported
+    return await _read(
+        services,
+        lambda s: views.users_page(
+            s, cursor=cursor, limit=limit, include_removed=include_removed, roles_enabled=roles
+        ),
+    )
+
+
+@router.get(
+    "/users/{user_id}",
+    summary="One teammate (a removed one has status deleted)",
+    responses={200: {"model": User}, 404: {"model": ErrorBody}},
+)
+async def get_user(user_id: str, services: ServicesDep) -> Response:
+    roles = services.settings.roles_supported
+    return await _read(services, lambda s: views.user_view(s, user_id, roles_enabled=roles))
+
+
+@router.get(
+    "/teams",
+    summary="Teams with their member ids, a page at a time",
+    responses={200: {"model": TeamPage}, **_PAGE_ERRORS},
+)
+async def list_teams(services: ServicesDep, limit: Limit = 100, cursor: Cursor = None) -> Response:
+    return await _read(services, lambda s: views.teams_page(s, cursor=cursor, limit=limit))
+
+
+@router.get(
+    "/teams/{team_id}",
+    summary="One team",
+    responses={200: {"model": Team}, 404: {"model": ErrorBody}},
+)
+async def get_team(team_id: str, services: ServicesDep) -> Response:
+    return await _read(services, lambda s: views.team_view(s, team_id))
+
+
+@router.get(
+    "/teams/{team_id}/members",
+    summary="A team's members, a page at a time",
+    responses={200: {"model": MemberPage}, 404: {"model": ErrorBody}, **_PAGE_ERRORS},
+)
+async def list_team_members(
+    team_id: str, services: ServicesDep, limit: Limit = 100, cursor: Cursor = None
+) -> Response:
+    return await _read(
+        services, lambda s: views.team_members_page(s, team_id, cursor=cursor, limit=limit)
+    )
+
+
+@router.get(
+    "/roles",
+    summary="Roles (INTERCOM_API_VERSION 2.16+), a page at a time",
+    responses={200: {"model": RolePage}, **_PAGE_ERRORS},
+)
+async def list_roles(services: ServicesDep, limit: Limit = 100, cursor: Cursor = None) -> Response:
+    return await _read(services, lambda s: views.roles_page(s, cursor=cursor, limit=limit))
+
+
+@router.get(
+    "/roles/{role_id}",
+    summary="One role",
+    responses={200: {"model": Role}, 404: {"model": ErrorBody}},
+)
+async def get_role(role_id: str, services: ServicesDep) -> Response:
+    return await _read(services, lambda s: views.role_view(s, role_id))
+
+
+@router.get(
+    "/grants",
+    summary="Every grant, a page at a time",
+    responses={200: {"model": GrantPage}, **_PAGE_ERRORS},
+)
+async def list_grants(services: ServicesDep, limit: Limit = 100, cursor: Cursor = None) -> Response:
+    roles = services.settings.roles_supported
+    return await _read(
+        services, lambda s: views.grants_page(s, cursor=cursor, limit=limit, roles_enabled=roles)
+    )
+
+
+@router.get(
+    "/changes",
+    summary="Ordered changes after a version",
+    responses={
+        200: {"model": ChangeFeed},
+        400: {"model": ErrorBody},
+        410: {"model": ErrorBody, "description": "`since_too_old`: refetch."},
+    },
+)
+async def list_changes(
+    services: ServicesDep,
+    since: Annotated[int, Query(ge=0, description="The version you hold.")],
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+) -> Response:
+    """Whole versions only; apply them in order, then continue from `next_since`."""
+    return await _read(services, lambda s: views.change_feed(s, since=since, limit=limit))
+
+
+__all__ = ["ApiError", "router"]

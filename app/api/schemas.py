@@ -1,0 +1,209 @@
+"""Response shapes, for the OpenAPI document. Hot routes serialize with orjson themselves;
+these models describe exactly what they send (a test compares the two)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(_Doc):
+    code: str
+    message: str
+
+
+class ErrorBody(_Doc):
+    error: ErrorDetail
+
+
+class WebhookAck(_Doc):
+    status: Literal["accepted", "duplicate", "ignored"]
+
+
+class Health(_Doc):
+    status: Literal["ok"]
+
+
+class Readiness(_Doc):
+    status: Literal["ok", "degraded", "unavailable"]
+    version: int | None
+    last_sync_at: str | None
+    last_webhook_at: str | None
+    inbox_backlog: int | None
+    problems: list[str]
+
+
+class SyncStats(_Doc):
+    users_added: int
+    users_updated: int
+    users_removed: int
+    teams_added: int
+    teams_updated: int
+    teams_removed: int
+    memberships_added: int
+    memberships_removed: int
+
+
+class SyncRun(_Doc):
+    id: int
+    trigger: Literal["startup", "schedule", "operator", "webhook", "cli"]
+    status: Literal["queued", "running", "succeeded", "failed", "blocked"]
+    force: bool
+    queued_at: str
+    started_at: str | None
+    finished_at: str | None
+    stats: SyncStats
+    error: ErrorDetail | None
+
+
+class SyncRunList(_Doc):
+    items: list[SyncRun]
+
+
+class WebhookEventView(_Doc):
+    id: str | None
+    inbox_id: int
+    topic: str | None
+    app_id: str | None
+    teammate_id: str | None
+    created_at: str | None
+    received_at: str
+    applied_at: str | None
+    outcome: Literal["pending", "applied", "ignored", "rejected", "failed"]
+    deliveries: int
+    attempts: int
+    error: str | None
+
+
+class WebhookEventList(_Doc):
+    items: list[WebhookEventView]
+
+
+class Workspace(_Doc):
+    id: str | None
+    name: str | None
+    region: str | None
+
+
+class ResourceType(_Doc):
+    id: str
+    display_name: str
+    traits: list[str]
+
+
+class UserProfile(_Doc):
+    job_title: str | None
+    has_inbox_seat: bool
+    away_mode_enabled: bool
+    away_mode_reassign: bool
+
+
+class User(_Doc):
+    id: str
+    display_name: str
+    email: str | None
+    login: str | None
+    status: Literal["enabled", "deleted"]
+    account_type: Literal["human", "service"]
+    team_ids: list[str]
+    last_login_at: str | None
+    profile: UserProfile
+    role_ids: list[str] | None = None
+    removed_at: str | None = None
+
+
+class Team(_Doc):
+    id: str
+    display_name: str
+    member_ids: list[str]
+    profile: dict[str, object]
+
+
+class Role(Team):
+    pass
+
+
+class Entitlement(_Doc):
+    id: str
+    resource_type: Literal["team", "role"]
+    resource_id: str
+    slug: str
+    display_name: str
+    purpose: Literal["assignment"]
+    grantable_to: list[str]
+
+
+class Principal(_Doc):
+    resource_type: Literal["user"]
+    resource_id: str
+
+
+class Grant(_Doc):
+    id: str
+    entitlement_id: str
+    principal: Principal
+
+
+class Snapshot(_Doc):
+    workspace: Workspace
+    version: int
+    synced_at: str | None
+    resource_types: list[ResourceType]
+    users: list[User]
+    teams: list[Team]
+    roles: list[Role] | None = None
+    entitlements: list[Entitlement]
+    grants: list[Grant]
+
+
+class UserPage(_Doc):
+    items: list[User]
+    next_cursor: str | None
+    version: int
+
+
+class TeamPage(_Doc):
+    items: list[Team]
+    next_cursor: str | None
+    version: int
+
+
+class RolePage(_Doc):
+    items: list[Role]
+    next_cursor: str | None
+    version: int
+
+
+class Member(_Doc):
+    user_id: str
+
+
+class MemberPage(_Doc):
+    items: list[Member]
+    next_cursor: str | None
+    version: int
+
+
+class GrantPage(_Doc):
+    items: list[Grant]
+    next_cursor: str | None
+    version: int
+
+
+class Change(_Doc):
+    version: int
+    resource_type: Literal["user", "team", "role", "grant"]
+    resource_id: str
+    op: Literal["upsert", "delete"]
+    at: str
+
+
+class ChangeFeed(_Doc):
+    changes: list[Change]
+    next_since: int
+    version: int

@@ -1,0 +1,138 @@
+"""`intercom-sync serve | sync | migrate | demo` (spec §2)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from app.settings import ConfigError, Settings, load_settings
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"intercom-sync: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from app.logging_setup import configure_logging
+    from app.store.migrate import upgrade_to_head
+
+    settings = _settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    upgrade_to_head(settings.database_url)
+    print("migrations applied: the store is at the latest schema")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.logging_setup import configure_logging
+    from app.store.migrate import upgrade_to_head
+
+    settings = _settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    upgrade_to_head(settings.database_url)
+    uvicorn.run(
+        "app.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    return 0
+
+
+def cmd_sync(_args: argparse.Namespace) -> int:
+    from app.logging_setup import configure_logging
+    from app.main import intercom_client_factory
+    from app.store.engine import create_database
+    from app.store.migrate import upgrade_to_head
+    from app.sync.coordinator import SyncCoordinator
+
+    settings = _settings_or_exit()
+    configure_logging("warning", "console", settings.secret_values())
+    print("migrating the store")
+    upgrade_to_head(settings.database_url)
+    db = create_database(settings.database_url)
+
+    async def run() -> int:
+        coordinator = SyncCoordinator(db, settings, intercom_client_factory(settings))
+        from app.store import sync_runs
+        from app.sync.coordinator import process_owner
+
+        run_view, created = sync_runs.enqueue_run(
+            db, trigger="cli", force=False, owner=process_owner()
+        )
+        if not created:
+            print(
+                f"sync failed: run {run_view.id} is already {run_view.status}; "
+                "try again when it has finished",
+                file=sys.stderr,
+            )
+            return 1
+        result = await coordinator.execute(
+            run_view.id, force=False, trigger="cli", progress=lambda line: print(line, flush=True)
+        )
+        if result.status == "succeeded":
+            print(f"sync succeeded (run {result.id}): {result.stats}")
+            return 0
+        reason = result.error_message or result.status
+        print(f"sync {result.status}: {result.error_code}: {reason}", file=sys.stderr)
+        return 1
+
+    try:
+        return asyncio.run(run())
+    finally:
+        db.dispose()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    return run_demo(host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="intercom-sync",
+        description="Sync Intercom teammates and teams into SQL and serve them to C1.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="migrate, then serve the API with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=20,
+        help="seconds to finish in-flight work on SIGTERM",
+    )
+    serve.set_defaults(func=cmd_serve)
+    sync = commands.add_parser("sync", help="run one baseline now and exit")
+    sync.set_defaults(func=cmd_sync)
+    migrate = commands.add_parser("migrate", help="apply database migrations (alembic upgrade)")
+    migrate.set_defaults(func=cmd_migrate)
+    demo = commands.add_parser("demo", help="run against the bundled Intercom simulator")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Intercom's payload shapes, parsed defensively.
+
+Intercom sends ids as strings in REST and as numbers in webhooks, `avatar` as a string or an
+object, omits `job_title`, sends `team_priority_level: {}` and adds fields over time. Every model
+ignores unknown fields and normalizes ids to strings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+
+def _id_to_str(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("an id cannot be a boolean")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        stripped = value.strip()
+        if not stripped:
+            raise ValueError("an id cannot be empty")
+        return stripped
+    raise ValueError("an id must be a string or a number")
+
+
+IntercomId = Annotated[str, BeforeValidator(_id_to_str)]
+
+
+def _id_list(value: object) -> object:
+    if value is None:
+        return []
+    return value
+
+
+def _bool_or_false(value: object) -> object:
+    return False if value is None else value
+
+
+FlexBool = Annotated[bool, BeforeValidator(_bool_or_false)]
+IdList = Annotated[list[IntercomId], BeforeValidator(_id_list)]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class IntercomRole(_Lenient):
+    id: IntercomId
+    name: str | None = None
+
+
+class IntercomAdmin(_Lenient):
+    """A teammate as `GET /admins` and the `admin.*` webhooks describe it."""
+
+    type: str = "admin"
+    id: IntercomId
+    name: str | None = None
+    email: str | None = None
+    job_title: str | None = None
+    away_mode_enabled: FlexBool = False
+    away_mode_reassign: FlexBool = False
+    has_inbox_seat: FlexBool = False
+    team_ids: IdList = Field(default_factory=list)
+    role: IntercomRole | None = None
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _role(cls, value: object) -> object:
+        if isinstance(value, dict) and value.get("id") not in (None, ""):
+            return value
+        return None
+
+    @field_validator("name", "email", "job_title", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        if value is None or isinstance(value, str):
+            return value
+        return str(value)
+
+
+class IntercomTeam(_Lenient):
+    type: str = "team"
+    id: IntercomId
+    name: str | None = None
+    admin_ids: IdList = Field(default_factory=list)
+
+
+class IntercomWorkspace(_Lenient):
+    """The `app` object embedded in `GET /me`."""
+
+    id_code: IntercomId
+    name: str | None = None
+    region: str | None = None
+
+
+def parse_items(payload: Any, key: str, wanted_type: str) -> list[dict[str, Any]]:
+    """The objects under `key` whose `type` is `wanted_type` (older versions mix types)."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"expected a JSON object with '{key}'")
+    items = payload.get(key)
+    if not isinstance(items, list):
+        raise ValueError(f"'{key}' is missing or not a list")
+    return [
+        item
+        for item in items
+        if isinstance(item, dict) and item.get("type", wanted_type) == wanted_type
+    ]

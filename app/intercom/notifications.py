@@ -1,0 +1,119 @@
+"""Intercom's webhook notification envelope, validated after the signature check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.intercom.models import IntercomAdmin
+
+ADMIN_STATE_TOPICS = frozenset(
+    {
+        "admin.added_to_workspace",
+        "admin.removed_from_workspace",
+        "admin.away_mode_updated",
+        "admin.logged_in",
+        "admin.logged_out",
+    }
+)
+ACTIVITY_LOG_TOPIC = "admin.activity_log_event.created"
+PING_TOPIC = "ping"
+HANDLED_TOPICS = ADMIN_STATE_TOPICS | {ACTIVITY_LOG_TOPIC}
+
+# Activity types that can change who is in which team, holds which seat or role, or exists.
+_REFRESH_PREFIXES = ("app_team_", "admin_", "role_", "seat_")
+_REFRESH_TYPES = frozenset({"app_admin_join"})
+
+
+class InvalidNotification(ValueError):
+    """The body is signed but is not a usable notification envelope."""
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: str | None
+    topic: str
+    app_id: str | None
+    created_at: int | None
+    item: dict[str, Any]
+    item_id: str | None
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def parse_notification(body: bytes) -> Notification:
+    """Parse and check the envelope; raises InvalidNotification with a human reason."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidNotification("the body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise InvalidNotification("the body is not a JSON object")
+    kind = payload.get("type")
+    if kind is not None and kind != "notification_event":
+        raise InvalidNotification(f"type is {kind!r}, not 'notification_event'")
+    topic = payload.get("topic")
+    if not isinstance(topic, str) or not topic.strip():
+        raise InvalidNotification("the notification has no topic")
+    raw_id = payload.get("id")
+    notification_id: str | None
+    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+        if topic != PING_TOPIC:
+            raise InvalidNotification("the notification has no id")
+        notification_id = None
+    elif isinstance(raw_id, str | int) and not isinstance(raw_id, bool):
+        notification_id = str(raw_id).strip()
+    else:
+        raise InvalidNotification("the notification id is not a string")
+    if len(notification_id or "") > 255:
+        raise InvalidNotification("the notification id is longer than 255 characters")
+    app_id = payload.get("app_id")
+    if app_id is not None and not isinstance(app_id, str | int):
+        raise InvalidNotification("app_id is not a string")
+    data = payload.get("data")
+    item: dict[str, Any] = {}
+    if isinstance(data, dict) and isinstance(data.get("item"), dict):
+        item = data["item"]
+    elif topic in HANDLED_TOPICS:
+        raise InvalidNotification("the notification has no data.item object")
+    created_at = _as_int(payload.get("created_at"))
+    if created_at is None:
+        created_at = _as_int(payload.get("first_sent_at"))
+    item_id: str | None = None
+    if topic in ADMIN_STATE_TOPICS:
+        try:
+            item_id = IntercomAdmin.model_validate(item).id
+        except ValueError:
+            raise InvalidNotification(
+                f"data.item of {topic} is not a teammate with an id"
+            ) from None
+        if len(item_id) > 64:
+            raise InvalidNotification("the teammate id is longer than 64 characters")
+    return Notification(
+        id=notification_id,
+        topic=topic.strip(),
+        app_id=str(app_id) if app_id is not None else None,
+        created_at=created_at,
+        item=item,
+        item_id=item_id,
+    )
+
+
+def activity_needs_refresh(item: dict[str, Any]) -> bool:
+    """Whether an activity-log event may have changed teams, seats, roles or teammates."""
+    activity = item.get("activity_type")
+    if not isinstance(activity, str):
+        return False
+    return activity in _REFRESH_TYPES or activity.startswith(_REFRESH_PREFIXES)

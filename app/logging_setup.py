@@ -1,0 +1,94 @@
+"""Logging: JSON lines (or console text) on stderr, with the request id and sync run id of the
+current context, and every configured secret scrubbed from every line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+import orjson
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+run_id_var: ContextVar[str | None] = ContextVar("run_id", default=None)
+
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class _Redactor:
+    def __init__(self) -> None:
+        self.secrets: list[str] = []
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+
+REDACTOR = _Redactor()
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        record.run_id = run_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("request_id", "run_id"):
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = value
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and key not in entry and key not in ("request_id", "run_id"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        line = orjson.dumps(entry, default=str).decode()
+        return REDACTOR.scrub(line)
+
+
+class ConsoleFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        ids = " ".join(
+            f"{key}={getattr(record, key)}"
+            for key in ("request_id", "run_id")
+            if getattr(record, key, None)
+        )
+        return REDACTOR.scrub(f"{text} [{ids}]" if ids else text)
+
+
+def configure_logging(level: str, fmt: str, secrets: list[str]) -> None:
+    """Route the service's and uvicorn's loggers through one scrubbed handler."""
+    REDACTOR.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler.addFilter(ContextFilter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if getattr(existing, "_intercom_sync", False):
+            root.removeHandler(existing)
+    handler._intercom_sync = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers = []
+        uvicorn_logger.propagate = True
+    # Per-request access lines come from our own middleware, with the request id.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)

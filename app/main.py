@@ -1,0 +1,122 @@
+"""The ASGI app (`app.main:app`): routes plus the lifespan that builds and stops the store,
+the webhook intake and applier, and the sync coordinator."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app import __version__
+from app.api import c1, health, operators, webhooks
+from app.api.errors import install_error_handlers
+from app.intercom.client import IntercomClient, RetryPolicy
+from app.logging_setup import configure_logging
+from app.middleware import RequestIdMiddleware
+from app.observability import build_store_registry
+from app.services import Services
+from app.settings import REGION_BASE_URLS, Settings, get_settings
+from app.snapshot.cache import SnapshotCache
+from app.store.engine import create_database
+from app.store.migrate import upgrade_to_head
+from app.sync.coordinator import SyncCoordinator
+from app.webhooks.applier import InboxApplier
+from app.webhooks.intake import InboxWriter
+
+logger = logging.getLogger(__name__)
+
+
+def intercom_client_factory(settings: Settings) -> Callable[[], IntercomClient] | None:
+    token = settings.intercom_access_token
+    if token is None:
+        return None
+
+    def make() -> IntercomClient:
+        return IntercomClient(
+            base_url=settings.intercom_api_base_url,
+            access_token=token.get_secret_value(),
+            api_version=settings.intercom_api_version,
+            timeout_seconds=settings.intercom_timeout_seconds,
+            retry=RetryPolicy(
+                max_attempts=settings.intercom_max_attempts,
+                backoff_initial_seconds=settings.intercom_backoff_initial_seconds,
+                max_rate_limit_wait_seconds=settings.intercom_max_rate_limit_wait_seconds,
+            ),
+        )
+
+    return make
+
+
+def warn_about_settings(settings: Settings) -> None:
+    if not settings.read_api_tokens:
+        logger.warning("READ_API_TOKENS is empty: every /api/v1 request will be refused (401)")
+    if not settings.operator_api_tokens:
+        logger.warning(
+            "OPERATOR_API_TOKENS is empty: /resync, /sync-runs and /webhook-events "
+            "will refuse every request (401)"
+        )
+    if settings.intercom_access_token is None:
+        logger.warning("INTERCOM_ACCESS_TOKEN is not set: syncs will fail until it is")
+    if settings.intercom_client_secret is None:
+        logger.warning("INTERCOM_CLIENT_SECRET is not set: the webhook endpoint answers 503")
+    if settings.intercom_api_base_url not in REGION_BASE_URLS.values():
+        logger.warning(
+            "INTERCOM_API_BASE_URL is %s, not one of Intercom's regional hosts",
+            settings.intercom_api_base_url,
+        )
+
+
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config = settings or get_settings()
+        configure_logging(config.log_level, config.log_format, config.secret_values())
+        warn_about_settings(config)
+        if run_migrations:
+            await run_in_threadpool(upgrade_to_head, config.database_url)
+        db = create_database(config.database_url)
+        coordinator = SyncCoordinator(db, config, intercom_client_factory(config))
+        applier = InboxApplier(db, config, request_refresh=coordinator.request_refresh)
+        writer = InboxWriter(db, on_committed=applier.wake_threadsafe)
+        app.state.services = Services(
+            settings=config,
+            db=db,
+            coordinator=coordinator,
+            applier=applier,
+            inbox_writer=writer,
+            snapshots=SnapshotCache(db, roles_enabled=config.roles_supported),
+            metrics_registry=build_store_registry(db),
+        )
+        writer.start()
+        applier.start()
+        coordinator.start()
+        logger.info("intercom-sync %s started", __version__)
+        try:
+            yield
+        finally:
+            # Stop taking new work first, then let claimed work finish, then close the store.
+            await coordinator.stop()
+            writer.stop()
+            await applier.stop()
+            db.dispose()
+            logger.info("intercom-sync stopped")
+
+    app = FastAPI(
+        title="intercom-sync",
+        version=__version__,
+        summary="Who has access to an Intercom workspace, kept current for ConductorOne (C1).",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(webhooks.router)
+    app.include_router(c1.router)
+    app.include_router(operators.router)
+    app.include_router(health.router)
+    return app
+
+
+app = create_app()

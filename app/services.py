@@ -1,0 +1,52 @@
+"""The long-lived parts of one process, built in the app's lifespan and shared by routes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from prometheus_client import CollectorRegistry
+
+from app.settings import Settings
+from app.snapshot.cache import SnapshotCache
+from app.store.engine import Database
+from app.store.reads import read_header
+from app.sync.coordinator import SyncCoordinator
+from app.webhooks.applier import InboxApplier
+from app.webhooks.intake import InboxWriter
+
+WORKSPACE_RECHECK_SECONDS = 5.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    coordinator: SyncCoordinator
+    applier: InboxApplier
+    inbox_writer: InboxWriter
+    snapshots: SnapshotCache
+    metrics_registry: CollectorRegistry
+    _workspace_id: str | None = None
+    _workspace_checked_at: float = field(default=0.0)
+
+    def expected_workspace_id(self) -> str | None:
+        """The workspace whose webhooks we apply: configured, or learned from `GET /me`.
+
+        Blocking (it may read the store); cached, and re-read every few seconds until known."""
+        if self.settings.intercom_workspace_id:
+            return self.settings.intercom_workspace_id
+        if self._workspace_id is not None:
+            return self._workspace_id
+        now = time.monotonic()
+        if now - self._workspace_checked_at >= WORKSPACE_RECHECK_SECONDS:
+            self._workspace_checked_at = now
+            with self.db.reading() as session:
+                self._workspace_id = read_header(session).workspace_id
+        return self._workspace_id
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services

@@ -1,0 +1,161 @@
+"""Configuration from the environment (and `.env`), under exactly the names of the product spec."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+US_BASE_URL = "https://api.intercom.io"
+REGION_BASE_URLS = {
+    "US": US_BASE_URL,
+    "EU": "https://api.eu.intercom.io",
+    "AU": "https://api.au.intercom.io",
+}
+DEFAULT_DATABASE_URL = "sqlite:///./data/intercom-sync.db"
+
+
+class ConfigError(Exception):
+    """A variable is malformed; the message names it and never echoes secret values."""
+
+
+def _split_tokens(value: object) -> object:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Field names are the environment variable names, lowercased."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    intercom_access_token: SecretStr | None = None
+    intercom_api_base_url: str = US_BASE_URL
+    intercom_api_version: str = "2.14"
+    intercom_client_secret: SecretStr | None = None
+    intercom_workspace_id: str | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    read_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    operator_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    reconcile_interval_seconds: float = Field(default=900, ge=0)
+    sync_on_startup: bool = True
+    max_removal_fraction: float = Field(default=0.25, ge=0, le=1)
+    change_log_retention_days: float = Field(default=30, gt=0)
+    webhook_retention_days: float = Field(default=7, ge=7)
+    webhook_refresh_debounce_seconds: float = Field(default=2.0, ge=0)
+    intercom_timeout_seconds: float = Field(default=30.0, gt=0)
+    intercom_max_attempts: int = Field(default=5, ge=1)
+    intercom_max_rate_limit_wait_seconds: float = Field(default=60.0, ge=0)
+    intercom_backoff_initial_seconds: float = Field(default=0.8, ge=0)
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("intercom_api_base_url", mode="before")
+    @classmethod
+    def _base_url(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return US_BASE_URL
+        if not isinstance(value, str):
+            return value
+        text = value.strip().rstrip("/")
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://api.eu.intercom.io")
+        return text
+
+    @field_validator("intercom_access_token", "intercom_client_secret", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("intercom_workspace_id", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("read_api_tokens", "operator_api_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: object) -> object:
+        return _split_tokens(value)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("intercom_api_version", mode="before")
+    @classmethod
+    def _version(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return "2.14"
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return DEFAULT_DATABASE_URL
+        if not isinstance(value, str):
+            return value
+        scheme = value.split(":", 1)[0].lower()
+        if not (scheme.startswith("sqlite") or scheme.startswith("postgres")):
+            raise ValueError("must be a sqlite:///… or postgresql://… URL")
+        return value.strip()
+
+    @property
+    def base_url_is_known_region(self) -> bool:
+        return self.intercom_api_base_url in REGION_BASE_URLS.values()
+
+    @property
+    def roles_supported(self) -> bool:
+        """Intercom serves `admin.role` from API version 2.16 (and in Preview)."""
+        return api_version_supports_roles(self.intercom_api_version)
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redactor."""
+        values = [t.get_secret_value() for t in (*self.read_api_tokens, *self.operator_api_tokens)]
+        for secret in (self.intercom_access_token, self.intercom_client_secret):
+            if secret is not None:
+                values.append(secret.get_secret_value())
+        return [v for v in values if v]
+
+
+def api_version_supports_roles(version: str) -> bool:
+    if version.lower() in ("preview", "unstable"):
+        return True
+    try:
+        major, minor = (int(part) for part in version.split(".", 1))
+    except ValueError:
+        return False
+    return (major, minor) >= (2, 16)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning validation failures into a one-line error naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper() or "configuration"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

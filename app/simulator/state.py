@@ -1,0 +1,504 @@
+"""Thread-safe in-memory Intercom workspace that backs the simulator.
+
+The server reads it on uvicorn's thread while tests mutate it from theirs, so every access to
+``admins``/``teams``, the fault queue and the request log goes through one lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Role = tuple[str, str]
+"""(role id, role name), e.g. ``("2", "Support Agent")``."""
+
+FAULT_BODIES = frozenset({"truncated", "not_json", "empty_admins"})
+
+
+def _as_id(value: object, what: str) -> str:
+    # JSON callers may send Intercom ids as numbers (webhook style); store them as str (REST style).
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{what} must be a string or integer id, got {value!r}")
+    return str(value)
+
+
+def _ids(value: object, what: str) -> list[str]:
+    if not isinstance(value, list):
+        raise ValueError(f"{what} must be a list of ids")
+    out: list[str] = []
+    for item in value:
+        ident = _as_id(item, what)
+        if ident not in out:
+            out.append(ident)
+    return out
+
+
+def _opt_str(value: object, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{what} must be a string or null")
+
+
+def _req_str(value: object, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{what} must be a string")
+
+
+def _bool(value: object, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{what} must be a boolean")
+
+
+def _role(value: object) -> Role | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return (_as_id(value.get("id"), "role.id"), _req_str(value.get("name"), "role.name"))
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return (_as_id(value[0], "role[0]"), _req_str(value[1], "role[1]"))
+    raise ValueError("role must be null, [id, name] or {'id': ..., 'name': ...}")
+
+
+@dataclass(slots=True)
+class SimAdmin:
+    """One teammate as the simulator stores it (ids are strings, as in REST)."""
+
+    id: str
+    name: str
+    email: str
+    job_title: str | None = None
+    away_mode_enabled: bool = False
+    away_mode_reassign: bool = False
+    has_inbox_seat: bool = True
+    team_ids: list[str] = field(default_factory=list)
+    role: Role | None = None
+    avatar_url: str | None = None
+
+    def copy(self) -> SimAdmin:
+        """A copy that shares no mutable list with this one."""
+        return dataclasses.replace(self, team_ids=list(self.team_ids))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The control-plane JSON form (role as ``[id, name]``)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "email": self.email,
+            "job_title": self.job_title,
+            "away_mode_enabled": self.away_mode_enabled,
+            "away_mode_reassign": self.away_mode_reassign,
+            "has_inbox_seat": self.has_inbox_seat,
+            "team_ids": list(self.team_ids),
+            "role": list(self.role) if self.role is not None else None,
+            "avatar_url": self.avatar_url,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base: SimAdmin | None = None) -> SimAdmin:
+        """Parse control-plane JSON; keys missing from ``data`` keep ``base``'s values."""
+        if "id" not in data:
+            raise ValueError("admin needs an 'id'")
+        ident = _as_id(data["id"], "id")
+        if base is None:
+            if "name" not in data or "email" not in data:
+                raise ValueError("a new admin needs 'name' and 'email'")
+            base = cls(id=ident, name="", email="")
+        return cls(
+            id=ident,
+            name=_req_str(data.get("name", base.name), "name"),
+            email=_req_str(data.get("email", base.email), "email"),
+            job_title=_opt_str(data.get("job_title", base.job_title), "job_title"),
+            away_mode_enabled=_bool(
+                data.get("away_mode_enabled", base.away_mode_enabled), "away_mode_enabled"
+            ),
+            away_mode_reassign=_bool(
+                data.get("away_mode_reassign", base.away_mode_reassign), "away_mode_reassign"
+            ),
+            has_inbox_seat=_bool(data.get("has_inbox_seat", base.has_inbox_seat), "has_inbox_seat"),
+            team_ids=_ids(data["team_ids"], "team_ids") if "team_ids" in data else base.team_ids,
+            role=_role(data["role"]) if "role" in data else base.role,
+            avatar_url=_opt_str(data.get("avatar_url", base.avatar_url), "avatar_url"),
+        )
+
+
+@dataclass(slots=True)
+class SimTeam:
+    """One team; ``admin_ids`` is the membership as seen from the team's side."""
+
+    id: str
+    name: str
+    admin_ids: list[str] = field(default_factory=list)
+
+    def copy(self) -> SimTeam:
+        """A copy that shares no mutable list with this one."""
+        return dataclasses.replace(self, admin_ids=list(self.admin_ids))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The control-plane JSON form."""
+        return {"id": self.id, "name": self.name, "admin_ids": list(self.admin_ids)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base: SimTeam | None = None) -> SimTeam:
+        """Parse control-plane JSON; keys missing from ``data`` keep ``base``'s values."""
+        if "id" not in data:
+            raise ValueError("team needs an 'id'")
+        ident = _as_id(data["id"], "id")
+        if base is None:
+            if "name" not in data:
+                raise ValueError("a new team needs a 'name'")
+            base = cls(id=ident, name="")
+        return cls(
+            id=ident,
+            name=_req_str(data.get("name", base.name), "name"),
+            admin_ids=_ids(data["admin_ids"], "admin_ids")
+            if "admin_ids" in data
+            else base.admin_ids,
+        )
+
+
+@dataclass
+class Fault:
+    """A scripted misbehaviour for the next ``times`` API requests matching ``path``.
+
+    ``status`` None with ``delay_seconds`` > 0 means: answer normally, only late. ``body`` replaces
+    the answer ("truncated", "not_json", "empty_admins") and is sent with ``status`` or 200.
+    """
+
+    path: str
+    status: int | None = None
+    times: int = 1
+    delay_seconds: float = 0.0
+    reset_in_seconds: float = 1.0
+    body: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.path != "*" and not self.path.startswith("/"):
+            raise ValueError("fault path must be '*' or start with '/'")
+        if self.path.startswith("/_sim"):
+            raise ValueError("faults apply to API paths, not the /_sim control plane")
+        if self.status is not None and not 100 <= self.status <= 599:
+            raise ValueError("fault status must be an HTTP status code")
+        if self.times < 1:
+            raise ValueError("fault times must be >= 1")
+        if self.delay_seconds < 0 or self.reset_in_seconds < 0:
+            raise ValueError("fault delays must be >= 0")
+        if self.body is not None and self.body not in FAULT_BODIES:
+            raise ValueError(f"fault body must be one of {sorted(FAULT_BODIES)}")
+
+    def matches(self, path: str) -> bool:
+        """Whether this fault applies to a request for ``path``."""
+        return self.path in ("*", path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The control-plane JSON form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fault:
+        """Parse control-plane JSON, rejecting unknown keys so typos do not silently no-op."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
+        try:
+            return cls(**dict(data))
+        except TypeError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One API request as the simulator received it (header names lowercased)."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The control-plane JSON form."""
+        return dataclasses.asdict(self)
+
+
+class SimWorkspace:
+    """An Intercom workspace: admins, teams, scripted faults and a log of API requests.
+
+    ``team.admin_ids`` and ``admin.team_ids`` describe one relation; the mutation methods keep both
+    sides in step. Code that edits ``admins``/``teams`` directly must hold ``lock`` and keep them
+    consistent itself (or deliberately not, to test a syncer's cross-checks).
+    """
+
+    def __init__(
+        self,
+        id_code: str = "sim0ws01",
+        name: str = "Acme Support",
+        region: str = "US",
+        admins: Mapping[str, SimAdmin] | Iterable[SimAdmin] = (),
+        teams: Mapping[str, SimTeam] | Iterable[SimTeam] = (),
+        *,
+        api_version: str = "2.14",
+        rate_limit: int = 10_000,
+        rate_limit_window_seconds: float = 10.0,
+        max_recorded_requests: int = 50_000,
+    ) -> None:
+        self.id_code = id_code
+        self.name = name
+        self.region = region
+        # The version the app is pinned to in the Developer Hub: used when no header is sent.
+        self.api_version = api_version
+        # Taken as given (not copied or checked) so generated 50,000-admin workspaces load fast.
+        admin_list = admins.values() if isinstance(admins, Mapping) else admins
+        team_list = teams.values() if isinstance(teams, Mapping) else teams
+        self.admins: dict[str, SimAdmin] = {a.id: a for a in admin_list}
+        self.teams: dict[str, SimTeam] = {t.id: t for t in team_list}
+        self.rate_limit = rate_limit
+        self.rate_limit_window_seconds = rate_limit_window_seconds
+        self.lock = threading.Lock()
+        self._faults: list[Fault] = []
+        # Bounded so a long benchmark cannot grow the log without limit.
+        self._requests: collections.deque[RecordedRequest] = collections.deque(
+            maxlen=max_recorded_requests
+        )
+        self._window_start = 0.0
+        self._window_count = 0
+
+    # -- admins and teams ---------------------------------------------------------------------
+
+    def upsert_admin(self, admin: SimAdmin) -> SimAdmin:
+        """Insert or replace an admin; its ``team_ids`` become its memberships."""
+        new = admin.copy()
+        new.team_ids = list(dict.fromkeys(new.team_ids))
+        with self.lock:
+            missing = [t for t in new.team_ids if t not in self.teams]
+            if missing:
+                raise ValueError(f"unknown team ids: {missing}")
+            old = self.admins.get(new.id)
+            old_teams = set(old.team_ids) if old is not None else set()
+            new_teams = set(new.team_ids)
+            for tid in old_teams - new_teams:
+                team = self.teams.get(tid)
+                if team is not None and new.id in team.admin_ids:
+                    team.admin_ids.remove(new.id)
+            for tid in new.team_ids:
+                members = self.teams[tid].admin_ids
+                if new.id not in members:
+                    members.append(new.id)
+            self.admins[new.id] = new
+            return new.copy()
+
+    def remove_admin(self, admin_id: str) -> bool:
+        """Delete an admin and drop it from every team; False if it did not exist."""
+        with self.lock:
+            if self.admins.pop(admin_id, None) is None:
+                return False
+            for team in self.teams.values():
+                if admin_id in team.admin_ids:
+                    team.admin_ids.remove(admin_id)
+            return True
+
+    def upsert_team(self, team: SimTeam) -> SimTeam:
+        """Insert or replace a team; its ``admin_ids`` become its members."""
+        new = team.copy()
+        new.admin_ids = list(dict.fromkeys(new.admin_ids))
+        with self.lock:
+            missing = [a for a in new.admin_ids if a not in self.admins]
+            if missing:
+                raise ValueError(f"unknown admin ids: {missing}")
+            old = self.teams.get(new.id)
+            old_members = set(old.admin_ids) if old is not None else set()
+            new_members = set(new.admin_ids)
+            for aid in old_members - new_members:
+                admin = self.admins.get(aid)
+                if admin is not None and new.id in admin.team_ids:
+                    admin.team_ids.remove(new.id)
+            for aid in new.admin_ids:
+                team_ids = self.admins[aid].team_ids
+                if new.id not in team_ids:
+                    team_ids.append(new.id)
+            self.teams[new.id] = new
+            return new.copy()
+
+    def remove_team(self, team_id: str) -> bool:
+        """Delete a team and drop it from every admin's ``team_ids``; False if it did not exist."""
+        with self.lock:
+            if self.teams.pop(team_id, None) is None:
+                return False
+            for admin in self.admins.values():
+                if team_id in admin.team_ids:
+                    admin.team_ids.remove(team_id)
+            return True
+
+    def add_member(self, team_id: str, admin_id: str) -> None:
+        """Put an admin in a team (both sides); KeyError if either is unknown."""
+        with self.lock:
+            team, admin = self.teams[team_id], self.admins[admin_id]
+            if admin_id not in team.admin_ids:
+                team.admin_ids.append(admin_id)
+            if team_id not in admin.team_ids:
+                admin.team_ids.append(team_id)
+
+    def remove_member(self, team_id: str, admin_id: str) -> bool:
+        """Take an admin out of a team (both sides); False if it was not a member."""
+        with self.lock:
+            team, admin = self.teams.get(team_id), self.admins.get(admin_id)
+            removed = False
+            if team is not None and admin_id in team.admin_ids:
+                team.admin_ids.remove(admin_id)
+                removed = True
+            if admin is not None and team_id in admin.team_ids:
+                admin.team_ids.remove(team_id)
+                removed = True
+            return removed
+
+    def set_role(self, admin_id: str, role: Role | None) -> None:
+        """Assign (or with None, clear) an admin's role; KeyError if the admin is unknown."""
+        with self.lock:
+            self.admins[admin_id].role = role
+
+    def get_admin(self, admin_id: str) -> SimAdmin | None:
+        """A copy of one admin, or None."""
+        with self.lock:
+            admin = self.admins.get(admin_id)
+            return admin.copy() if admin is not None else None
+
+    def get_team(self, team_id: str) -> SimTeam | None:
+        """A copy of one team, or None."""
+        with self.lock:
+            team = self.teams.get(team_id)
+            return team.copy() if team is not None else None
+
+    def check_consistency(self) -> list[str]:
+        """Every disagreement between the two sides of the membership relation (empty if none)."""
+        problems: list[str] = []
+        with self.lock:
+            for team in self.teams.values():
+                for aid in team.admin_ids:
+                    admin = self.admins.get(aid)
+                    if admin is None:
+                        problems.append(f"team {team.id} lists unknown admin {aid}")
+                    elif team.id not in admin.team_ids:
+                        problems.append(f"team {team.id} lists admin {aid} but not vice versa")
+            for admin in self.admins.values():
+                for tid in admin.team_ids:
+                    team_obj = self.teams.get(tid)
+                    if team_obj is None:
+                        problems.append(f"admin {admin.id} lists unknown team {tid}")
+                    elif admin.id not in team_obj.admin_ids:
+                        problems.append(f"admin {admin.id} lists team {tid} but not vice versa")
+        return problems
+
+    # -- whole-state JSON ---------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole workspace (not faults or the request log) as control-plane JSON."""
+        with self.lock:
+            return {
+                "id_code": self.id_code,
+                "name": self.name,
+                "region": self.region,
+                "api_version": self.api_version,
+                "admins": [a.to_dict() for a in self.admins.values()],
+                "teams": [t.to_dict() for t in self.teams.values()],
+            }
+
+    def load_dict(self, data: Mapping[str, Any], *, strict: bool = True) -> None:
+        """Replace the workspace with ``data`` (the ``to_dict`` shape); ValueError if invalid."""
+        # With strict, both sides of every membership must agree or nothing changes; without it
+        # the data is stored as given, to simulate an Intercom whose two sides disagree.
+        admins_raw = data.get("admins", [])
+        teams_raw = data.get("teams", [])
+        if not isinstance(admins_raw, list) or not isinstance(teams_raw, list):
+            raise ValueError("'admins' and 'teams' must be lists")
+        candidate = SimWorkspace(
+            id_code=_req_str(data.get("id_code", self.id_code), "id_code"),
+            name=_req_str(data.get("name", self.name), "name"),
+            region=_req_str(data.get("region", self.region), "region"),
+            admins=[SimAdmin.from_dict(a) for a in admins_raw],
+            teams=[SimTeam.from_dict(t) for t in teams_raw],
+            api_version=_req_str(data.get("api_version", self.api_version), "api_version"),
+        )
+        if strict:
+            problems = candidate.check_consistency()
+            if problems:
+                more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+                raise ValueError("inconsistent memberships: " + "; ".join(problems[:5]) + more)
+        with self.lock:
+            self.id_code = candidate.id_code
+            self.name = candidate.name
+            self.region = candidate.region
+            self.api_version = candidate.api_version
+            self.admins = candidate.admins
+            self.teams = candidate.teams
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def add_fault(self, fault: Fault | None = None, /, **kwargs: Any) -> Fault:
+        """Queue a fault, given as a ``Fault`` or as its fields; faults apply in FIFO order."""
+        if fault is None:
+            fault = Fault(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a Fault or its fields, not both")
+        with self.lock:
+            self._faults.append(dataclasses.replace(fault))
+        return fault
+
+    def clear_faults(self) -> None:
+        """Forget every queued fault."""
+        with self.lock:
+            self._faults.clear()
+
+    def faults(self) -> list[Fault]:
+        """Copies of the queued faults, ``times`` being what is left of each."""
+        with self.lock:
+            return [dataclasses.replace(f) for f in self._faults]
+
+    def take_fault(self, path: str) -> Fault | None:
+        """Consume one use of the first queued fault matching ``path``."""
+        with self.lock:
+            for index, fault in enumerate(self._faults):
+                if fault.matches(path):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        del self._faults[index]
+                    return dataclasses.replace(fault, times=1)
+        return None
+
+    # -- request log and rate-limit window ----------------------------------------------------
+
+    def record_request(self, request: RecordedRequest) -> None:
+        """Append one API request to the log."""
+        with self.lock:
+            self._requests.append(request)
+
+    def requests(self, path: str | None = None) -> list[RecordedRequest]:
+        """The logged API requests, oldest first, optionally only those for ``path``."""
+        with self.lock:
+            return [r for r in self._requests if path is None or r.path == path]
+
+    def clear_requests(self) -> None:
+        """Empty the request log."""
+        with self.lock:
+            self._requests.clear()
+
+    def count_rate_limit(self, now: float) -> tuple[int, int]:
+        """Count one call in the current window; returns (remaining, reset unix time)."""
+        # Intercom spreads its per-minute quota over fixed 10 s windows. The simulator reports the
+        # counters but never enforces them: 429s come only from faults, so benchmarks stay honest.
+        window = self.rate_limit_window_seconds
+        with self.lock:
+            start = math.floor(now / window) * window
+            if start != self._window_start:
+                self._window_start, self._window_count = start, 0
+            self._window_count += 1
+            remaining = max(0, self.rate_limit - self._window_count)
+        return remaining, math.ceil(start + window)

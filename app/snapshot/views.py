@@ -1,0 +1,209 @@
+"""The paginated views, single resources and change feed of the C1 API (spec §3.3).
+
+Pages are keyset pages ordered by id, so paging while webhooks change the store never skips
+or repeats an item that did not change; each page is read in one transaction and states the
+version it saw."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from sqlalchemy.orm import Session
+
+from app.api.cursors import decode_cursor, encode_cursor
+from app.api.errors import ApiError
+from app.snapshot import shapes
+from app.store import reads
+from app.store.reads import StoreHeader
+from app.store.versioning import changes_since
+
+NOT_SYNCED_RETRY_AFTER = "30"
+
+
+def require_synced_error() -> NoReturn:
+    raise ApiError(
+        503,
+        "not_synced",
+        "no baseline sync has succeeded yet; an empty answer would read as "
+        "'everyone lost access', so there is none until the first sync completes",
+        headers={"Retry-After": NOT_SYNCED_RETRY_AFTER},
+    )
+
+
+def require_synced(header: StoreHeader) -> None:
+    if header.last_sync_at is None:
+        require_synced_error()
+
+
+def _synced_header(session: Session) -> StoreHeader:
+    header = reads.read_header(session)
+    require_synced(header)
+    return header
+
+
+def _position(header: StoreHeader, listing: str, cursor: str | None) -> Any:
+    return decode_cursor(header.cursor_key, listing, cursor) if cursor else None
+
+
+def _page(
+    header: StoreHeader, listing: str, items: list[dict[str, Any]], limit: int, last_position: Any
+) -> dict[str, Any]:
+    next_cursor = (
+        encode_cursor(header.cursor_key, listing, last_position)
+        if len(items) == limit and last_position is not None
+        else None
+    )
+    return {"items": items, "next_cursor": next_cursor, "version": header.version}
+
+
+def _str_position(position: Any) -> str | None:
+    if position is None:
+        return None
+    if not isinstance(position, str):
+        raise ApiError(400, "invalid_cursor", "the cursor is malformed")
+    return position
+
+
+def _pair_position(position: Any) -> tuple[str, str] | None:
+    if position is None:
+        return None
+    if (
+        not isinstance(position, list)
+        or len(position) != 2
+        or not all(isinstance(p, str) for p in position)
+    ):
+        raise ApiError(400, "invalid_cursor", "the cursor is malformed")
+    return position[0], position[1]
+
+
+def users_page(
+    session: Session, *, cursor: str | None, limit: int, include_removed: bool, roles_enabled: bool
+) -> dict[str, Any]:
+    header = _synced_header(session)
+    listing = "users+removed" if include_removed else "users"
+    after = _str_position(_position(header, listing, cursor))
+    rows, team_ids = reads.page_users(
+        session, after=after, limit=limit, include_removed=include_removed
+    )
+    items = [shapes.user_object(r, team_ids[r.id], roles_enabled=roles_enabled) for r in rows]
+    return _page(header, listing, items, limit, rows[-1].id if rows else None)
+
+
+def teams_page(session: Session, *, cursor: str | None, limit: int) -> dict[str, Any]:
+    header = _synced_header(session)
+    after = _str_position(_position(header, "teams", cursor))
+    rows, members = reads.page_teams(session, after=after, limit=limit)
+    items = [shapes.team_object(r.id, r.name, members[r.id]) for r in rows]
+    return _page(header, "teams", items, limit, rows[-1].id if rows else None)
+
+
+def roles_page(session: Session, *, cursor: str | None, limit: int) -> dict[str, Any]:
+    header = _synced_header(session)
+    after = _str_position(_position(header, "roles", cursor))
+    rows, holders = reads.page_roles(session, after=after, limit=limit)
+    items = [shapes.role_object(r.id, r.name, holders[r.id]) for r in rows]
+    return _page(header, "roles", items, limit, rows[-1].id if rows else None)
+
+
+def team_members_page(
+    session: Session, team_id: str, *, cursor: str | None, limit: int
+) -> dict[str, Any]:
+    header = _synced_header(session)
+    if reads.read_team(session, team_id) is None:
+        raise ApiError(404, "not_found", f"there is no team {team_id}")
+    listing = f"members:{team_id}"
+    after = _str_position(_position(header, listing, cursor))
+    member_ids = reads.team_member_ids(session, team_id, after=after, limit=limit)
+    items = [{"user_id": uid} for uid in member_ids]
+    return _page(header, listing, items, limit, member_ids[-1] if member_ids else None)
+
+
+def grants_page(
+    session: Session, *, cursor: str | None, limit: int, roles_enabled: bool
+) -> dict[str, Any]:
+    """Team-member grants, then role-assignment grants, each in key order."""
+    header = _synced_header(session)
+    position = _position(header, "grants", cursor)
+    phase = "team"
+    after: tuple[str, str] | None = None
+    if position is not None:
+        if (
+            not isinstance(position, list)
+            or len(position) != 3
+            or position[0] not in ("team", "role")
+        ):
+            raise ApiError(400, "invalid_cursor", "the cursor is malformed")
+        phase = position[0]
+        after = _pair_position(position[1:])
+    items: list[dict[str, Any]] = []
+    last: list[str] | None = None
+    if phase == "team":
+        for team_id, user_id in reads.page_memberships(session, after=after, limit=limit):
+            items.append(shapes.team_grant(team_id, user_id))
+            last = ["team", team_id, user_id]
+        if len(items) < limit:
+            phase, after = "role", None
+    if phase == "role" and roles_enabled and len(items) < limit:
+        for role_id, user_id in reads.page_role_holders(
+            session, after=after, limit=limit - len(items)
+        ):
+            items.append(shapes.role_grant(role_id, user_id))
+            last = ["role", role_id, user_id]
+    return _page(header, "grants", items, limit, last)
+
+
+def user_view(session: Session, user_id: str, *, roles_enabled: bool) -> dict[str, Any]:
+    _synced_header(session)
+    found = reads.read_user(session, user_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"there is no teammate {user_id}")
+    row, team_ids = found
+    return shapes.user_object(row, team_ids, roles_enabled=roles_enabled)
+
+
+def team_view(session: Session, team_id: str) -> dict[str, Any]:
+    _synced_header(session)
+    found = reads.read_team(session, team_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"there is no team {team_id}")
+    row, member_ids = found
+    return shapes.team_object(row.id, row.name, member_ids)
+
+
+def role_view(session: Session, role_id: str) -> dict[str, Any]:
+    _synced_header(session)
+    rows, holders = reads.page_roles(session, after=None, limit=1, only=role_id)
+    if not rows:
+        raise ApiError(404, "not_found", f"there is no role {role_id}")
+    return shapes.role_object(rows[0].id, rows[0].name, holders[rows[0].id])
+
+
+def change_feed(session: Session, *, since: int, limit: int) -> dict[str, Any]:
+    header = _synced_header(session)
+    if since < header.change_log_pruned_through:
+        raise ApiError(
+            410,
+            "since_too_old",
+            f"changes up to version {header.change_log_pruned_through} are no longer kept; "
+            "fetch /api/v1/snapshot and continue from its version",
+        )
+    if since > header.version:
+        raise ApiError(
+            410,
+            "since_ahead_of_store",
+            f"version {since} is newer than the store ({header.version}); the store may have "
+            "been restored from a backup: fetch /api/v1/snapshot again",
+        )
+    rows = changes_since(session, since=since, limit=limit)
+    changes = [
+        {
+            "version": r.version,
+            "resource_type": r.resource_type,
+            "resource_id": r.resource_id,
+            "op": r.op,
+            "at": shapes.iso(r.at),
+        }
+        for r in rows
+    ]
+    next_since = rows[-1].version if rows else since
+    return {"changes": changes, "next_since": next_since, "version": header.version}

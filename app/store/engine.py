@@ -1,0 +1,135 @@
+"""Engine and session set-up for SQLite (WAL) and PostgreSQL (psycopg 3).
+
+Writers and readers are kept apart: a write transaction on SQLite starts with
+`BEGIN IMMEDIATE`, so it takes the write lock up front and waits on `busy_timeout` instead of
+failing with "database is locked" when it upgrades from a read. Reads on PostgreSQL run at
+REPEATABLE READ so a snapshot sees one consistent version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_database_url(url: str) -> str:
+    """Plain `postgresql://` and `postgres://` URLs use psycopg 3; SQLite uses the stdlib."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend == "sqlite":
+        parsed = parsed.set(drivername="sqlite+pysqlite")
+    return parsed.render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver must not open transactions on its own; we emit BEGIN ourselves below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # FULL: a webhook answered 200 survives power loss, not only a process crash.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+@dataclass
+class Database:
+    """The engine plus a session factory for readers and one for writers."""
+
+    url: str
+    engine: Engine
+    read_sessions: sessionmaker[Session]
+    write_sessions: sessionmaker[Session]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only transaction seeing one consistent state of the store."""
+        with self.read_sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on any error."""
+        with self.write_sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def create_database(url: str, *, pool_size: int = 10) -> Database:
+    """Open the store at `url` (`sqlite:///…` or `postgresql://…`)."""
+    normalized = normalize_database_url(url)
+    if is_sqlite(normalized):
+        _ensure_sqlite_folder(normalized)
+        engine = create_engine(
+            normalized,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=False,
+        )
+        _configure_sqlite(engine)
+        write_engine: Engine = engine.execution_options(sqlite_begin="IMMEDIATE")
+        read_engine: Engine = engine
+    else:
+        engine = create_engine(
+            normalized,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+        )
+        write_engine = engine
+        read_engine = engine.execution_options(isolation_level="REPEATABLE READ")
+    return Database(
+        url=normalized,
+        engine=engine,
+        read_sessions=sessionmaker(read_engine, expire_on_commit=False),
+        write_sessions=sessionmaker(write_engine, expire_on_commit=False),
+    )
+
+
+def create_migration_engine(url: str) -> Engine:
+    """A short-lived engine for alembic, with the same SQLite pragmas as the service."""
+    normalized = normalize_database_url(url)
+    if is_sqlite(normalized):
+        _ensure_sqlite_folder(normalized)
+        engine = create_engine(normalized, poolclass=NullPool)
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(normalized, poolclass=NullPool)

@@ -1,0 +1,183 @@
+"""The webhook inbox: deliveries are stored (deduplicated by Intercom's notification id under a
+unique constraint, reliability rule R3) before they are answered, and applied later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.store.models import WebhookEvent
+
+PENDING = "pending"
+APPLIED = "applied"
+IGNORED = "ignored"
+REJECTED = "rejected"
+FAILED = "failed"
+OUTCOMES = ("pending", "applied", "ignored", "duplicate", "rejected", "failed")
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A delivery to store. `status` is pending, ignored or rejected at receipt."""
+
+    notification_id: str | None
+    topic: str | None
+    app_id: str | None
+    item_id: str | None
+    notification_created_at: int | None
+    received_at: datetime
+    status: str
+    raw_body: bytes
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    id: int
+    notification_id: str | None
+    topic: str | None
+    app_id: str | None
+    item_id: str | None
+    notification_created_at: int | None
+    received_at: datetime
+    attempts: int
+    raw_body: bytes
+
+
+def store_events(session: Session, events: list[NewEvent]) -> list[bool]:
+    """Insert each delivery unless its notification id is stored already.
+
+    Returns, per event, True when it was new and False for a duplicate (whose stored row then
+    counts one more delivery)."""
+    dialect = session.get_bind().dialect.name
+    outcomes: list[bool] = []
+    for event in events:
+        values: dict[str, Any] = {
+            "notification_id": event.notification_id,
+            "topic": event.topic,
+            "app_id": event.app_id,
+            "item_id": event.item_id,
+            "notification_created_at": event.notification_created_at,
+            "received_at": event.received_at,
+            "status": event.status,
+            "raw_body": event.raw_body,
+            "error": event.error,
+            "deliveries": 1,
+            "attempts": 0,
+            "next_attempt_at": event.received_at if event.status == PENDING else None,
+        }
+        if event.notification_id is None:
+            session.execute(insert(WebhookEvent).values(values))
+            outcomes.append(True)
+            continue
+        statement: Any
+        if dialect == "postgresql":
+            statement = (
+                postgresql.insert(WebhookEvent)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["notification_id"])
+            )
+        elif dialect == "sqlite":
+            statement = (
+                sqlite.insert(WebhookEvent)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["notification_id"])
+            )
+        else:  # pragma: no cover - only the two supported backends reach here
+            raise RuntimeError(f"unsupported database {dialect}")
+        inserted = session.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+        if not inserted:
+            session.execute(
+                update(WebhookEvent)
+                .where(WebhookEvent.notification_id == event.notification_id)
+                .values(deliveries=WebhookEvent.deliveries + 1)
+            )
+        outcomes.append(inserted)
+    return outcomes
+
+
+def claim_pending(session: Session, *, limit: int, now: datetime) -> list[PendingEvent]:
+    """Due pending events, oldest notification first. On PostgreSQL the rows stay locked until
+    the caller's transaction ends and other replicas skip them (exactly-once application)."""
+    statement = (
+        select(
+            WebhookEvent.id,
+            WebhookEvent.notification_id,
+            WebhookEvent.topic,
+            WebhookEvent.app_id,
+            WebhookEvent.item_id,
+            WebhookEvent.notification_created_at,
+            WebhookEvent.received_at,
+            WebhookEvent.attempts,
+            WebhookEvent.raw_body,
+        )
+        .where(WebhookEvent.status == PENDING)
+        .where(WebhookEvent.next_attempt_at <= now)
+        .order_by(WebhookEvent.notification_created_at, WebhookEvent.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update(skip_locked=True, of=WebhookEvent)
+    return [PendingEvent(**row._mapping) for row in session.execute(statement)]
+
+
+def mark_events(session: Session, updates: list[dict[str, Any]]) -> None:
+    """Record outcomes; each dict has id, status, error, attempts, next_attempt_at, applied_at."""
+    if not updates:
+        return
+    session.connection().execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == bindparam("b_id"))
+        .values(
+            status=bindparam("b_status"),
+            error=bindparam("b_error"),
+            attempts=bindparam("b_attempts"),
+            next_attempt_at=bindparam("b_next_attempt_at"),
+            applied_at=bindparam("b_applied_at"),
+        ),
+        [{f"b_{key}": value for key, value in row.items()} for row in updates],
+    )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    oldest_received_at: datetime | None
+
+
+def backlog(session: Session) -> Backlog:
+    count, oldest = session.execute(
+        select(func.count(), func.min(WebhookEvent.received_at)).where(
+            WebhookEvent.status == PENDING
+        )
+    ).one()
+    return Backlog(int(count or 0), oldest)
+
+
+def list_events(session: Session, *, status: str | None, limit: int) -> list[WebhookEvent]:
+    statement = select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(limit)
+    if status == "duplicate":
+        statement = statement.where(WebhookEvent.deliveries > 1)
+    elif status is not None:
+        statement = statement.where(WebhookEvent.status == status)
+    return list(session.execute(statement).scalars())
+
+
+def prune_events(session: Session, *, older_than: datetime) -> int:
+    """Drop settled events received before `older_than` (pending ones are always kept)."""
+    result = session.execute(
+        delete(WebhookEvent)
+        .where(WebhookEvent.received_at < older_than)
+        .where(WebhookEvent.status != PENDING)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff between attempts at a failing or deferred event: 1 s doubling to 5 min."""
+    return timedelta(seconds=min(300, 2 ** max(0, attempts - 1)))

@@ -1,0 +1,203 @@
+"""SQLAlchemy models of the store. Every schema change comes with an alembic migration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class StoreState(Base):
+    """The single row that carries the store version and workspace facts."""
+
+    __tablename__ = "store_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    workspace_id: Mapped[str | None] = mapped_column(String(128))
+    workspace_name: Mapped[str | None] = mapped_column(String(512))
+    workspace_region: Mapped[str | None] = mapped_column(String(16))
+    # When the current version was committed: the snapshot's `synced_at`.
+    version_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_webhook_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    change_log_pruned_through: Mapped[int] = mapped_column(BigInteger, default=0)
+    cursor_key: Mapped[str] = mapped_column(String(128))
+
+
+class User(Base):
+    """An Intercom teammate ("admin"). A removed teammate stays as a tombstone (`removed_at`)."""
+
+    __tablename__ = "user"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(512))
+    email: Mapped[str | None] = mapped_column(String(512))
+    job_title: Mapped[str | None] = mapped_column(String(512))
+    has_inbox_seat: Mapped[bool] = mapped_column(Boolean, default=False)
+    away_mode_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    away_mode_reassign: Mapped[bool] = mapped_column(Boolean, default=False)
+    role_id: Mapped[str | None] = mapped_column(String(64))
+    account_type: Mapped[str] = mapped_column(String(16), default="human")
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_logout_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # `created_at` of the newest state notification applied (spec §3.1 ordering rule).
+    event_watermark: Mapped[int | None] = mapped_column(BigInteger)
+    # The same for the away-mode fields, which `admin.away_mode_updated` changes on its own.
+    away_watermark: Mapped[int | None] = mapped_column(BigInteger)
+    # When a notification last changed this row, so an older baseline fetch cannot roll it back.
+    event_applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Team(Base):
+    __tablename__ = "team"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(512))
+    updated_version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Membership(Base):
+    """One teammate in one team: a `team:{team_id}:member` grant."""
+
+    __tablename__ = "membership"
+
+    team_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("team.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("user.id", ondelete="CASCADE"), primary_key=True
+    )
+
+    __table_args__ = (Index("ix_membership_user_id", "user_id"),)
+
+
+class Role(Base):
+    """An Intercom role (API 2.16+), known through the teammates that hold it."""
+
+    __tablename__ = "role"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(512))
+    updated_version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ChangeLogEntry(Base):
+    """One changed user, team, role or grant, with the store version that change produced."""
+
+    __tablename__ = "change_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    resource_type: Mapped[str] = mapped_column(String(16))
+    resource_id: Mapped[str] = mapped_column(String(300))
+    op: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_change_log_version", "version"),)
+
+
+class SyncRun(Base):
+    """One baseline run. `active` is 1 while queued or running, NULL otherwise: its unique
+    constraint makes "one run at a time" hold across every process sharing the database."""
+
+    __tablename__ = "sync_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    force: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool | None] = mapped_column(Boolean, unique=True)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    version_before: Mapped[int | None] = mapped_column(BigInteger)
+    version_after: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_sync_run_status", "status"),)
+
+
+class WebhookEvent(Base):
+    """The durable inbox: every signed delivery, kept raw for inspection and replay."""
+
+    __tablename__ = "webhook_event"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    notification_id: Mapped[str | None] = mapped_column(String(255))
+    topic: Mapped[str | None] = mapped_column(String(255))
+    app_id: Mapped[str | None] = mapped_column(String(128))
+    item_id: Mapped[str | None] = mapped_column(String(64))
+    notification_created_at: Mapped[int | None] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    raw_body: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        UniqueConstraint("notification_id", name="uq_webhook_event_notification_id"),
+        Index("ix_webhook_event_status_created", "status", "notification_created_at"),
+        Index("ix_webhook_event_received_at", "received_at"),
+    )

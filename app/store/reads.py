@@ -1,0 +1,213 @@
+"""Reads behind the C1 API: the whole snapshot in one consistent transaction, and the single
+resources and keyset pages of the paginated views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeAlias
+
+from sqlalchemy import Row, select
+from sqlalchemy.orm import Session
+
+from app.store.models import Membership, Role, StoreState, Team, User
+
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+
+USER_COLUMNS = (
+    User.id,
+    User.name,
+    User.email,
+    User.job_title,
+    User.has_inbox_seat,
+    User.away_mode_enabled,
+    User.away_mode_reassign,
+    User.role_id,
+    User.account_type,
+    User.last_login_at,
+    User.removed_at,
+)
+
+
+@dataclass(frozen=True)
+class StoreHeader:
+    version: int
+    version_at: datetime | None
+    last_sync_at: datetime | None
+    last_webhook_at: datetime | None
+    workspace_id: str | None
+    workspace_name: str | None
+    workspace_region: str | None
+    cursor_key: str
+    change_log_pruned_through: int
+
+
+@dataclass
+class SnapshotRows:
+    header: StoreHeader
+    users: Sequence[AnyRow]
+    teams: Sequence[AnyRow]
+    memberships: Sequence[AnyRow]
+    roles: Sequence[AnyRow]
+
+
+def read_header(session: Session) -> StoreHeader:
+    row = session.execute(
+        select(
+            StoreState.version,
+            StoreState.version_at,
+            StoreState.last_sync_at,
+            StoreState.last_webhook_at,
+            StoreState.workspace_id,
+            StoreState.workspace_name,
+            StoreState.workspace_region,
+            StoreState.cursor_key,
+            StoreState.change_log_pruned_through,
+        ).where(StoreState.id == 1)
+    ).one()
+    return StoreHeader(**row._mapping)
+
+
+def read_snapshot(session: Session, *, include_removed: bool) -> SnapshotRows:
+    """Everything served, read inside the caller's (read) transaction."""
+    header = read_header(session)
+    users_query = select(*USER_COLUMNS).order_by(User.id)
+    if not include_removed:
+        users_query = users_query.where(User.removed_at.is_(None))
+    return SnapshotRows(
+        header=header,
+        users=session.execute(users_query).all(),
+        teams=session.execute(select(Team.id, Team.name).order_by(Team.id)).all(),
+        memberships=session.execute(
+            select(Membership.team_id, Membership.user_id).order_by(
+                Membership.team_id, Membership.user_id
+            )
+        ).all(),
+        roles=session.execute(select(Role.id, Role.name).order_by(Role.id)).all(),
+    )
+
+
+def read_user(session: Session, user_id: str) -> tuple[AnyRow, list[str]] | None:
+    row = session.execute(select(*USER_COLUMNS).where(User.id == user_id)).one_or_none()
+    if row is None:
+        return None
+    team_ids = list(
+        session.execute(
+            select(Membership.team_id)
+            .where(Membership.user_id == user_id)
+            .order_by(Membership.team_id)
+        ).scalars()
+    )
+    return row, team_ids
+
+
+def read_team(session: Session, team_id: str) -> tuple[AnyRow, list[str]] | None:
+    row = session.execute(select(Team.id, Team.name).where(Team.id == team_id)).one_or_none()
+    if row is None:
+        return None
+    return row, team_member_ids(session, team_id)
+
+
+def team_member_ids(
+    session: Session, team_id: str, *, after: str | None = None, limit: int | None = None
+) -> list[str]:
+    query = select(Membership.user_id).where(Membership.team_id == team_id)
+    if after is not None:
+        query = query.where(Membership.user_id > after)
+    query = query.order_by(Membership.user_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.execute(query).scalars())
+
+
+def page_users(
+    session: Session, *, after: str | None, limit: int, include_removed: bool
+) -> tuple[Sequence[AnyRow], dict[str, list[str]]]:
+    """A keyset page of users (by id) with their team ids."""
+    query = select(*USER_COLUMNS).order_by(User.id).limit(limit)
+    if after is not None:
+        query = query.where(User.id > after)
+    if not include_removed:
+        query = query.where(User.removed_at.is_(None))
+    rows = session.execute(query).all()
+    teams: dict[str, list[str]] = {row.id: [] for row in rows}
+    if rows:
+        for team_id, user_id in session.execute(
+            select(Membership.team_id, Membership.user_id)
+            .where(Membership.user_id.in_(list(teams)))
+            .order_by(Membership.team_id)
+        ):
+            teams[user_id].append(team_id)
+    return rows, teams
+
+
+def page_teams(
+    session: Session, *, after: str | None, limit: int
+) -> tuple[Sequence[AnyRow], dict[str, list[str]]]:
+    query = select(Team.id, Team.name).order_by(Team.id).limit(limit)
+    if after is not None:
+        query = query.where(Team.id > after)
+    rows = session.execute(query).all()
+    members: dict[str, list[str]] = {row.id: [] for row in rows}
+    if rows:
+        for team_id, user_id in session.execute(
+            select(Membership.team_id, Membership.user_id)
+            .where(Membership.team_id.in_(list(members)))
+            .order_by(Membership.user_id)
+        ):
+            members[team_id].append(user_id)
+    return rows, members
+
+
+def page_roles(
+    session: Session, *, after: str | None, limit: int, only: str | None = None
+) -> tuple[Sequence[AnyRow], dict[str, list[str]]]:
+    query = select(Role.id, Role.name).order_by(Role.id).limit(limit)
+    if after is not None:
+        query = query.where(Role.id > after)
+    if only is not None:
+        query = query.where(Role.id == only)
+    rows = session.execute(query).all()
+    holders: dict[str, list[str]] = {row.id: [] for row in rows}
+    if rows:
+        for user_id, role_id in session.execute(
+            select(User.id, User.role_id)
+            .where(User.role_id.in_(list(holders)), User.removed_at.is_(None))
+            .order_by(User.id)
+        ):
+            holders[str(role_id)].append(user_id)
+    return rows, holders
+
+
+def page_memberships(
+    session: Session, *, after: tuple[str, str] | None, limit: int
+) -> Sequence[AnyRow]:
+    """Keyset page over (team_id, user_id): the team-member grants."""
+    query = select(Membership.team_id, Membership.user_id).order_by(
+        Membership.team_id, Membership.user_id
+    )
+    if after is not None:
+        team_id, user_id = after
+        query = query.where(
+            (Membership.team_id > team_id)
+            | ((Membership.team_id == team_id) & (Membership.user_id > user_id))
+        )
+    return session.execute(query.limit(limit)).all()
+
+
+def page_role_holders(
+    session: Session, *, after: tuple[str, str] | None, limit: int
+) -> Sequence[AnyRow]:
+    """Keyset page over (role_id, user_id): the role-assignment grants."""
+    query = (
+        select(User.role_id, User.id)
+        .where(User.role_id.is_not(None), User.removed_at.is_(None))
+        .order_by(User.role_id, User.id)
+    )
+    if after is not None:
+        role_id, user_id = after
+        query = query.where(
+            (User.role_id > role_id) | ((User.role_id == role_id) & (User.id > user_id))
+        )
+    return session.execute(query.limit(limit)).all()

@@ -1,0 +1,1 @@
+"""The sync engine: baseline runs against Intercom's REST API and their scheduling."""

@@ -1,0 +1,249 @@
+"""The applier: drains the inbox in the background, in batches, in notification order.
+
+A batch is one transaction: claim due events, apply each, record the changes under one new
+version and mark every event, then commit. If anything in a batch fails, the batch is rolled
+back and replayed with a savepoint per event, so one bad event is retried (with backoff) or
+failed alone while the rest apply. Events left pending by a crash are simply claimed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.intercom.notifications import parse_notification
+from app.metrics import APPLY_LAG, WEBHOOK_EVENTS_APPLIED
+from app.settings import Settings
+from app.store import inbox
+from app.store.engine import Database
+from app.store.models import utcnow
+from app.store.versioning import ChangeSet, lock_store_state, prune_change_log, record_changes
+from app.webhooks.apply import APPLIED, DEFERRED, IGNORED, EventOutcome, apply_notification
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+MAX_ATTEMPTS = 8
+POLL_SECONDS = 1.0
+PRUNE_EVERY = timedelta(hours=1)
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    version_changed: bool = False
+    needs_refresh: bool = False
+
+
+def apply_pending_batch(
+    db: Database, *, expected_app_id: str | None, limit: int = BATCH_SIZE
+) -> BatchResult:
+    """Apply one batch of due inbox events; returns what happened."""
+    try:
+        return _apply_batch(db, expected_app_id=expected_app_id, limit=limit, isolate=False)
+    except Exception:
+        logger.warning("a webhook batch failed; replaying it event by event", exc_info=True)
+        return _apply_batch(db, expected_app_id=expected_app_id, limit=limit, isolate=True)
+
+
+def _apply_batch(
+    db: Database, *, expected_app_id: str | None, limit: int, isolate: bool
+) -> BatchResult:
+    result = BatchResult()
+    lags: list[float] = []
+    with db.writing() as session:
+        now = utcnow()
+        events = inbox.claim_pending(session, limit=limit, now=now)
+        if not events:
+            return result
+        state = lock_store_state(session)
+        app_id = expected_app_id or state.workspace_id
+        version = state.version + 1
+        changes = ChangeSet()
+        marks: list[dict[str, Any]] = []
+        for event in events:
+            outcome, error = _apply_one(
+                session, event, version=version, now=now, app_id=app_id, isolate=isolate
+            )
+            marks.append(_mark(event, outcome, error, now))
+            if outcome is not None:
+                changes.merge(outcome.changes)
+                result.needs_refresh |= outcome.needs_refresh
+                if outcome.status != DEFERRED:
+                    lags.append((now - event.received_at).total_seconds())
+        inbox.mark_events(session, marks)
+        before = state.version
+        newest = max(event.received_at for event in events)
+        if state.last_webhook_at is None or state.last_webhook_at < newest:
+            state.last_webhook_at = newest
+        record_changes(session, state, changes, at=now)
+        result.version_changed = state.version != before
+        result.claimed = len(events)
+    for lag in lags:
+        APPLY_LAG.observe(max(0.0, lag))
+    for mark in marks:
+        WEBHOOK_EVENTS_APPLIED.labels(mark["status"]).inc()
+    return result
+
+
+def _apply_one(
+    session: Session,
+    event: inbox.PendingEvent,
+    *,
+    version: int,
+    now: datetime,
+    app_id: str | None,
+    isolate: bool,
+) -> tuple[EventOutcome | None, str | None]:
+    def apply() -> EventOutcome:
+        notification = parse_notification(event.raw_body)
+        return apply_notification(
+            session, notification, version=version, now=now, expected_app_id=app_id
+        )
+
+    if not isolate:
+        return apply(), None
+    savepoint = session.begin_nested()
+    try:
+        outcome = apply()
+    except Exception as exc:
+        savepoint.rollback()
+        logger.warning("webhook event %s failed: %s", event.notification_id, exc)
+        return None, f"{type(exc).__name__}: {exc}"
+    savepoint.commit()
+    return outcome, None
+
+
+def _mark(
+    event: inbox.PendingEvent, outcome: EventOutcome | None, error: str | None, now: datetime
+) -> dict[str, Any]:
+    attempts = event.attempts + 1
+    if outcome is not None and outcome.status in (APPLIED, IGNORED):
+        return {
+            "id": event.id,
+            "status": outcome.status,
+            "error": outcome.reason,
+            "attempts": attempts,
+            "next_attempt_at": None,
+            "applied_at": now,
+        }
+    reason = error or (outcome.reason if outcome else None)
+    if attempts >= MAX_ATTEMPTS:
+        final = inbox.FAILED if error else inbox.IGNORED
+        return {
+            "id": event.id,
+            "status": final,
+            "error": reason,
+            "attempts": attempts,
+            "next_attempt_at": None,
+            "applied_at": now,
+        }
+    return {
+        "id": event.id,
+        "status": inbox.PENDING,
+        "error": reason,
+        "attempts": attempts,
+        "next_attempt_at": now + inbox.retry_delay(attempts),
+        "applied_at": None,
+    }
+
+
+class InboxApplier:
+    """Background task draining the inbox; woken at once by the intake, polling otherwise
+    (for events stored by other replicas and retries that come due)."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        request_refresh: Callable[[], None],
+        on_version_change: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._request_refresh = request_refresh
+        self._on_version_change = on_version_change
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_prune: datetime | None = None
+
+    def wake_threadsafe(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop after the batch in progress (its transaction commits or rolls back whole)."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 15)
+            except TimeoutError:
+                self._task.cancel()
+
+    async def drain(self) -> int:
+        """Apply everything due now; returns how many events were processed."""
+        total = 0
+        while True:
+            result = await run_in_threadpool(
+                apply_pending_batch,
+                self._db,
+                expected_app_id=self._settings.intercom_workspace_id,
+            )
+            total += result.claimed
+            if result.needs_refresh:
+                self._request_refresh()
+            if result.version_changed and self._on_version_change is not None:
+                await self._on_version_change()
+            if result.claimed < BATCH_SIZE or self._stopping:
+                return total
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                await self.drain()
+                await self._prune_if_due()
+            except Exception:
+                logger.exception("the webhook applier hit an error; retrying shortly")
+                await asyncio.sleep(POLL_SECONDS)
+
+    async def _prune_if_due(self) -> None:
+        now = utcnow()
+        if self._last_prune is not None and now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        await run_in_threadpool(prune_old_records, self._db, self._settings)
+
+
+def prune_old_records(db: Database, settings: Settings) -> None:
+    """Drop settled inbox rows past their retention and change-log rows past theirs."""
+    now = utcnow()
+    with db.writing() as session:
+        pruned = inbox.prune_events(
+            session, older_than=now - timedelta(days=settings.webhook_retention_days)
+        )
+        logs = prune_change_log(
+            session, older_than=now - timedelta(days=settings.change_log_retention_days)
+        )
+    if pruned or logs:
+        logger.info("pruned %d inbox events and %d change-log rows", pruned, logs)

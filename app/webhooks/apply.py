@@ -1,0 +1,239 @@
+"""Applying one stored notification to the store.
+
+Intercom neither orders nor deduplicates deliveries, so every teammate keeps the `created_at`
+of the newest state notification applied to it (`event_watermark`; `away_watermark` for the
+away-mode fields). An older notification never overwrites newer state, and on a tie a removal
+wins, so a removal is never undone by an "added" of the same or an earlier second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.intercom.models import IntercomAdmin
+from app.intercom.notifications import (
+    ACTIVITY_LOG_TOPIC,
+    Notification,
+    activity_needs_refresh,
+)
+from app.store import directory as store
+from app.store.versioning import (
+    GRANT,
+    USER,
+    ChangeSet,
+    membership_grant_id,
+    role_grant_id,
+)
+from app.sync.baseline import user_fields_from_admin
+
+APPLIED = "applied"
+IGNORED = "ignored"
+DEFERRED = "deferred"
+
+
+@dataclass
+class EventOutcome:
+    status: str  # applied | ignored | deferred
+    reason: str | None = None
+    changes: ChangeSet = field(default_factory=ChangeSet)
+    needs_refresh: bool = False
+
+
+def _when(created_at: int) -> datetime:
+    return datetime.fromtimestamp(created_at, UTC)
+
+
+def apply_notification(
+    session: Session,
+    notification: Notification,
+    *,
+    version: int,
+    now: datetime,
+    expected_app_id: str | None,
+) -> EventOutcome:
+    """Apply one notification in the caller's transaction. `version` is the version the
+    transaction will commit as, stamped on changed rows."""
+    if expected_app_id and notification.app_id and notification.app_id != expected_app_id:
+        return EventOutcome(IGNORED, f"notification for workspace {notification.app_id}")
+    topic = notification.topic
+    if topic == ACTIVITY_LOG_TOPIC:
+        if activity_needs_refresh(notification.item):
+            return EventOutcome(
+                APPLIED, "scheduled a refresh of teammates and teams", needs_refresh=True
+            )
+        return EventOutcome(IGNORED, "activity type does not affect access")
+    created_at = notification.created_at
+    if created_at is None:
+        created_at = int(now.timestamp())
+    admin = IntercomAdmin.model_validate(notification.item)
+    if topic == "admin.added_to_workspace":
+        return _apply_added(
+            session,
+            admin,
+            created_at,
+            version=version,
+            now=now,
+            has_team_ids="team_ids" in notification.item,
+        )
+    if topic == "admin.removed_from_workspace":
+        return _apply_removed(session, admin, created_at, version=version, now=now)
+    if topic == "admin.away_mode_updated":
+        return _apply_away(session, admin, created_at, version=version, now=now)
+    if topic in ("admin.logged_in", "admin.logged_out"):
+        return _apply_login(
+            session, admin, created_at, version=version, logged_in=topic == "admin.logged_in"
+        )
+    return EventOutcome(IGNORED, f"topic {topic} is not handled")
+
+
+def _apply_added(
+    session: Session,
+    admin: IntercomAdmin,
+    created_at: int,
+    *,
+    version: int,
+    now: datetime,
+    has_team_ids: bool,
+) -> EventOutcome:
+    user = store.get_user(session, admin.id)
+    if user is not None and user.event_watermark is not None and created_at <= user.event_watermark:
+        return EventOutcome(IGNORED, "older than the newest notification applied to this teammate")
+    outcome = EventOutcome(APPLIED)
+    fields = user_fields_from_admin(admin, roles_supported=False)
+    # Webhook payloads carry no role: keep what the last baseline said.
+    fields["role_id"] = user.fields["role_id"] if user is not None and user.active else None
+    away_watermark = created_at
+    if user is not None and user.away_watermark is not None and user.away_watermark > created_at:
+        for name in store.AWAY_FIELDS:
+            fields[name] = user.fields[name]
+        away_watermark = user.away_watermark
+    bookkeeping = {
+        "event_watermark": created_at,
+        "away_watermark": away_watermark,
+        "event_applied_at": now,
+    }
+    if user is None:
+        store.insert_users(
+            session, [{"id": admin.id, **fields, **bookkeeping, "updated_version": version}]
+        )
+        outcome.changes.upsert(USER, admin.id)
+    else:
+        values: dict[str, Any] = {**bookkeeping}
+        if not user.active or user.fields != fields:
+            values.update(fields, removed_at=None, updated_version=version)
+            outcome.changes.upsert(USER, admin.id)
+            if fields["role_id"] and (not user.active or user.fields["role_id"] is None):
+                outcome.changes.upsert(GRANT, role_grant_id(fields["role_id"], admin.id))
+        store.update_user(session, admin.id, values)
+    if has_team_ids:
+        known = store.known_team_ids(session, admin.team_ids)
+        if len(known) < len(set(admin.team_ids)):
+            outcome.needs_refresh = True  # a team we have not seen yet: fetch the teams
+        current = store.user_team_ids(session, admin.id) if user is not None else set()
+        added = known - current
+        removed = current - known
+        store.add_memberships(session, [(tid, admin.id) for tid in added])
+        store.remove_memberships(session, [(tid, admin.id) for tid in removed])
+        for tid in added:
+            outcome.changes.upsert(GRANT, membership_grant_id(tid, admin.id))
+        for tid in removed:
+            outcome.changes.delete(GRANT, membership_grant_id(tid, admin.id))
+    return outcome
+
+
+def _apply_removed(
+    session: Session, admin: IntercomAdmin, created_at: int, *, version: int, now: datetime
+) -> EventOutcome:
+    user = store.get_user(session, admin.id)
+    if user is not None and user.event_watermark is not None and created_at < user.event_watermark:
+        return EventOutcome(IGNORED, "older than the newest notification applied to this teammate")
+    bookkeeping = {"event_watermark": created_at, "event_applied_at": now}
+    if user is None:
+        # Keep a tombstone with the watermark, so a late, older "added" cannot resurrect them.
+        fields = user_fields_from_admin(admin, roles_supported=False)
+        store.insert_users(
+            session,
+            [
+                {
+                    "id": admin.id,
+                    **fields,
+                    **bookkeeping,
+                    "away_watermark": created_at,
+                    "removed_at": _when(created_at),
+                    "updated_version": version,
+                }
+            ],
+        )
+        return EventOutcome(APPLIED, "teammate was not known; tombstone recorded")
+    if not user.active:
+        store.update_user(session, admin.id, bookkeeping)
+        return EventOutcome(APPLIED, "teammate was already removed")
+    outcome = EventOutcome(APPLIED)
+    role_id = user.fields["role_id"]
+    store.update_user(
+        session,
+        admin.id,
+        {
+            **bookkeeping,
+            "removed_at": _when(created_at),
+            "role_id": None,
+            "updated_version": version,
+        },
+    )
+    outcome.changes.delete(USER, admin.id)
+    if role_id:
+        outcome.changes.delete(GRANT, role_grant_id(role_id, admin.id))
+    team_ids = store.user_team_ids(session, admin.id)
+    store.remove_memberships(session, [(tid, admin.id) for tid in team_ids])
+    for tid in team_ids:
+        outcome.changes.delete(GRANT, membership_grant_id(tid, admin.id))
+    return outcome
+
+
+def _apply_away(
+    session: Session, admin: IntercomAdmin, created_at: int, *, version: int, now: datetime
+) -> EventOutcome:
+    user = store.get_user(session, admin.id)
+    if user is None:
+        return EventOutcome(DEFERRED, "teammate not known yet", needs_refresh=True)
+    if user.away_watermark is not None and created_at <= user.away_watermark:
+        return EventOutcome(IGNORED, "older than the newest away-mode change applied")
+    values: dict[str, Any] = {
+        "away_mode_enabled": admin.away_mode_enabled,
+        "away_mode_reassign": admin.away_mode_reassign,
+        "away_watermark": created_at,
+        "event_applied_at": now,
+    }
+    outcome = EventOutcome(APPLIED)
+    changed = any(user.fields[name] != values[name] for name in store.AWAY_FIELDS)
+    if changed:
+        values["updated_version"] = version
+        if user.active:
+            outcome.changes.upsert(USER, admin.id)
+    store.update_user(session, admin.id, values)
+    return outcome
+
+
+def _apply_login(
+    session: Session, admin: IntercomAdmin, created_at: int, *, version: int, logged_in: bool
+) -> EventOutcome:
+    user = store.get_user(session, admin.id)
+    if user is None:
+        return EventOutcome(DEFERRED, "teammate not known yet", needs_refresh=True)
+    when = _when(created_at)
+    column = "last_login_at" if logged_in else "last_logout_at"
+    previous = user.last_login_at if logged_in else user.last_logout_at
+    if previous is not None and previous >= when:
+        return EventOutcome(IGNORED, "an equal or newer sign-in time is recorded")
+    outcome = EventOutcome(APPLIED)
+    values: dict[str, Any] = {column: when}
+    # Only the sign-in time is served (C1 reads last login in access reviews).
+    if logged_in and user.active:
+        values["updated_version"] = version
+        outcome.changes.upsert(USER, admin.id)
+    store.update_user(session, admin.id, values)
+    return outcome
