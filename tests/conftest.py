@@ -1,0 +1,74 @@
+"""Fixtures: a fresh database per test (SQLite file, or a new PostgreSQL database when
+TEST_DATABASE_URL is set), the Intercom simulator, and the real service on loopback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from app.simulator import SimulatorServer, generate_workspace
+from app.store.engine import normalize_database_url
+from tests.support import SIM_SECRET, SIM_TOKEN, ServiceServer, make_settings
+
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+
+
+def pytest_report_header() -> str:
+    return f"database: {'PostgreSQL ' + POSTGRES_URL if POSTGRES_URL else 'SQLite files'}"
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """An empty database for this test alone."""
+    if not POSTGRES_URL:
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(normalize_database_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorServer]:
+    """A simulator with 30 teammates (one of them Fin) in 6 teams."""
+    with SimulatorServer(generate_workspace(30, 6, seed=3), access_token=SIM_TOKEN,
+                         client_secret=SIM_SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+def start_service(database_url: str, sim: SimulatorServer) -> Iterator[Callable[..., ServiceServer]]:
+    """Start the real service against `sim`; keyword arguments override settings."""
+    started: list[ServiceServer] = []
+
+    def start(*, wait_ready: bool = True, **overrides: Any) -> ServiceServer:
+        server = ServiceServer(make_settings(database_url, sim, **overrides)).start()
+        started.append(server)
+        if wait_ready:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def service(start_service: Callable[..., ServiceServer]) -> ServiceServer:
+    """The service after its start-up baseline succeeded."""
+    return start_service()

@@ -1,0 +1,10 @@
+"""The service starts, syncs the simulator's workspace and serves it."""
+
+from tests.support import ServiceServer, served_truth, simulator_truth, snapshot
+
+
+def test_startup_baseline_serves_the_workspace(service: ServiceServer, sim) -> None:
+    with service.client() as client:
+        body = snapshot(client)
+    assert served_truth(body) == simulator_truth(sim)
+    assert body["version"] == 1
