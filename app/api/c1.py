@@ -175,7 +175,10 @@ async def list_team_members(
     responses={200: {"model": RolePage}, **_PAGE_ERRORS},
 )
 async def list_roles(services: ServicesDep, limit: Limit = 100, cursor: Cursor = None) -> Response:
-    return await _read(services, lambda s: views.roles_page(s, cursor=cursor, limit=limit))
+    roles = services.settings.roles_supported
+    return await _read(
+        services, lambda s: views.roles_page(s, cursor=cursor, limit=limit, roles_enabled=roles)
+    )
 
 
 @router.get(
@@ -184,7 +187,8 @@ async def list_roles(services: ServicesDep, limit: Limit = 100, cursor: Cursor =
     responses={200: {"model": Role}, 404: {"model": ErrorBody}},
 )
 async def get_role(role_id: str, services: ServicesDep) -> Response:
-    return await _read(services, lambda s: views.role_view(s, role_id))
+    roles = services.settings.roles_supported
+    return await _read(services, lambda s: views.role_view(s, role_id, roles_enabled=roles))
 
 
 @router.get(

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.api.schemas import ErrorBody
+
 
 class ApiError(Exception):
     def __init__(
@@ -52,7 +54,42 @@ def _describe(errors: list[Any]) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+_INVALID_REQUEST_RESPONSE: dict[str, Any] = {
+    "description": "Invalid parameters (`invalid_request`), or another bad request.",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
+def _document_400_not_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 `HTTPValidationError` for every route with parameters, but the
+    validation handler below answers 400 with the error shape: make `/openapi.json` say so."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = default_openapi()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses.setdefault("400", _INVALID_REQUEST_RESPONSE)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        if "ErrorBody" not in components:
+            body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components["ErrorBody"] = body
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    _document_400_not_422(app)
+
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.headers)

@@ -97,9 +97,14 @@ def teams_page(session: Session, *, cursor: str | None, limit: int) -> dict[str,
     return _page(header, "teams", items, limit, rows[-1].id if rows else None)
 
 
-def roles_page(session: Session, *, cursor: str | None, limit: int) -> dict[str, Any]:
+def roles_page(
+    session: Session, *, cursor: str | None, limit: int, roles_enabled: bool
+) -> dict[str, Any]:
     header = _synced_header(session)
     after = _str_position(_position(header, "roles", cursor))
+    if not roles_enabled:
+        # Roles a 2.16+ sync left in the store are not served before 2.16 (nor in the snapshot).
+        return _page(header, "roles", [], limit, None)
     rows, holders = reads.page_roles(session, after=after, limit=limit)
     items = [shapes.role_object(r.id, r.name, holders[r.id]) for r in rows]
     return _page(header, "roles", items, limit, rows[-1].id if rows else None)
@@ -170,10 +175,10 @@ def team_view(session: Session, team_id: str) -> dict[str, Any]:
     return shapes.team_object(row.id, row.name, member_ids)
 
 
-def role_view(session: Session, role_id: str) -> dict[str, Any]:
+def role_view(session: Session, role_id: str, *, roles_enabled: bool) -> dict[str, Any]:
     _synced_header(session)
     rows, holders = reads.page_roles(session, after=None, limit=1, only=role_id)
-    if not rows:
+    if not rows or not roles_enabled:
         raise ApiError(404, "not_found", f"there is no role {role_id}")
     return shapes.role_object(rows[0].id, rows[0].name, holders[rows[0].id])
 
