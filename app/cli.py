@@ -58,7 +58,8 @@ def cmd_sync(_args: argparse.Namespace) -> int:
     from app.sync.coordinator import SyncCoordinator
 
     settings = _settings_or_exit()
-    configure_logging("warning", "console", settings.secret_values())
+    # Progress and the one-line reason are printed; log lines would only repeat them.
+    configure_logging("critical", "console", settings.secret_values())
     print("migrating the store")
     upgrade_to_head(settings.database_url)
     db = create_database(settings.database_url)

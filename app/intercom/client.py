@@ -214,8 +214,11 @@ class IntercomClient:
         if isinstance(exc, IntercomRateLimited) and exc.reset_at is not None:
             wait = max(0.0, exc.reset_at - time.time()) + 0.05
             return min(wait, self._retry.max_rate_limit_wait_seconds)
+        # Jitter scales with the initial backoff (tenacity's default is a flat 0-1 s, which would
+        # swamp a short configured backoff); `multiplier` is tenacity's name for the initial wait.
+        initial = self._retry.backoff_initial_seconds
         backoff = wait_exponential_jitter(
-            initial=self._retry.backoff_initial_seconds, max=self._retry.backoff_max_seconds
+            multiplier=initial, max=self._retry.backoff_max_seconds, jitter=initial
         )
         return float(backoff(state))
 
@@ -246,6 +249,14 @@ class IntercomClient:
         except httpx.TransportError as exc:
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
             raise IntercomUnavailable(f"GET {path} failed: {type(exc).__name__}: {exc}") from None
+        except (OSError, AttributeError) as exc:
+            # A connection reset while httpcore sets it up can escape unwrapped (anyio asks
+            # the already-closed socket for its peer: AttributeError). It is still only a
+            # connection failure, to be retried like one rather than failing the run outright.
+            INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
+            raise IntercomUnavailable(
+                f"GET {path} failed: connection lost ({type(exc).__name__}: {exc})"
+            ) from None
         status = response.status_code
         INTERCOM_REQUESTS.labels(endpoint, str(status)).inc()
         if status == 429:
