@@ -67,10 +67,23 @@ def _deliver(base: str, sim: SimulatorServer, topic: str, admin: SimAdmin) -> st
     return f"{response.status_code} {response.text}"
 
 
+def _baseline(base: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Sync this run's simulator now. A store left by an earlier demo is recent enough that
+    start-up skips its baseline, yet this simulator's sample workspace starts afresh."""
+    headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    run: dict[str, Any] = httpx.post(f"{base}/resync", headers=headers, timeout=10).json()
+    deadline = time.monotonic() + timeout
+    while run["finished_at"] is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        run = httpx.get(f"{base}/sync-runs/{run['id']}", headers=headers, timeout=10).json()
+    return run
+
+
 def _walkthrough(base: str, sim: SimulatorServer) -> None:
-    ready = _wait_ready(base)
+    _wait_ready(base)
+    run = _baseline(base)
     print(
-        f"\n== baseline done: store version {ready['version']}, "
+        f"\n== baseline {run['status']}: store version {_version(base)}, "
         f"{len(sim.workspace.admins)} teammates, {len(sim.workspace.teams)} teams"
     )
     version = _version(base)

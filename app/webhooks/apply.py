@@ -3,11 +3,15 @@
 Intercom neither orders nor deduplicates deliveries, so every teammate keeps the `created_at`
 of the newest state notification applied to it (`event_watermark`; `away_watermark` for the
 away-mode fields). An older notification never overwrites newer state, and on a tie a removal
-wins, so a removal is never undone by an "added" of the same or an earlier second.
+wins, so a removal is never undone by an "added" of the same or an earlier second; nor by an
+"added" created before a baseline saw the teammate gone. A removal writes the profile it
+carries into the tombstone, so that what `include_removed` shows does not depend on the order
+of arrival either, and any change to a tombstone gets a version of its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -80,7 +84,9 @@ def apply_notification(
             has_team_ids="team_ids" in notification.item,
         )
     if topic == "admin.removed_from_workspace":
-        return _apply_removed(session, admin, created_at, version=version, now=now)
+        return _apply_removed(
+            session, admin, created_at, version=version, now=now, sent=notification.item.keys()
+        )
     if topic == "admin.away_mode_updated":
         return _apply_away(session, admin, created_at, version=version, now=now)
     if topic in ("admin.logged_in", "admin.logged_out"):
@@ -102,6 +108,15 @@ def _apply_added(
     user = store.get_user(session, admin.id)
     if user is not None and user.event_watermark is not None and created_at <= user.event_watermark:
         return EventOutcome(IGNORED, "older than the newest notification applied to this teammate")
+    if user is not None and user.removed_at is not None and _when(created_at) <= user.removed_at:
+        # Removed by a baseline that ran after this notification was created (a late delivery):
+        # it must not bring them back. A baseline has no Intercom timestamp of its own, though,
+        # so let a refresh settle whether they were added again since.
+        return EventOutcome(
+            IGNORED,
+            "the teammate was removed after this notification was created",
+            needs_refresh=True,
+        )
     outcome = EventOutcome(APPLIED)
     fields = user_fields_from_admin(admin, roles_supported=False)
     # Webhook payloads carry no role: keep what the last baseline said.
@@ -146,7 +161,13 @@ def _apply_added(
 
 
 def _apply_removed(
-    session: Session, admin: IntercomAdmin, created_at: int, *, version: int, now: datetime
+    session: Session,
+    admin: IntercomAdmin,
+    created_at: int,
+    *,
+    version: int,
+    now: datetime,
+    sent: Iterable[str],
 ) -> EventOutcome:
     user = store.get_user(session, admin.id)
     if user is not None and user.event_watermark is not None and created_at < user.event_watermark:
@@ -168,10 +189,27 @@ def _apply_removed(
                 }
             ],
         )
-        return EventOutcome(APPLIED, "teammate was not known; tombstone recorded")
+        outcome = EventOutcome(APPLIED, "teammate was not known; tombstone recorded")
+        _tombstone_changed(outcome, admin.id)
+        return outcome
+    # The tombstone keeps the teammate as this (newest) notification describes them, so that
+    # the order in which an "added" and this removal arrive cannot change what it shows.
+    tombstone = _removal_fields(admin, user, created_at, sent)
     if not user.active:
-        store.update_user(session, admin.id, bookkeeping)
-        return EventOutcome(APPLIED, "teammate was already removed")
+        changed = any(
+            user.fields[name] != value for name, value in tombstone.items() if name in user.fields
+        )
+        # A baseline's removal time (when it saw them gone) may be later still: keep the later.
+        removed_at = max(_when(created_at), user.removed_at or _when(created_at))
+        changed |= user.removed_at != removed_at
+        values: dict[str, Any] = {**bookkeeping, **tombstone, "removed_at": removed_at}
+        if changed:
+            values["updated_version"] = version
+        store.update_user(session, admin.id, values)
+        outcome = EventOutcome(APPLIED, "teammate was already removed")
+        if changed:
+            _tombstone_changed(outcome, admin.id)
+        return outcome
     outcome = EventOutcome(APPLIED)
     role_id = user.fields["role_id"]
     store.update_user(
@@ -179,6 +217,7 @@ def _apply_removed(
         admin.id,
         {
             **bookkeeping,
+            **tombstone,
             "removed_at": _when(created_at),
             "role_id": None,
             "updated_version": version,
@@ -192,6 +231,24 @@ def _apply_removed(
     for tid in team_ids:
         outcome.changes.delete(GRANT, membership_grant_id(tid, admin.id))
     return outcome
+
+
+def _removal_fields(
+    admin: IntercomAdmin, user: store.StoredUser, created_at: int, sent: Iterable[str]
+) -> dict[str, Any]:
+    """The profile a removal notification carries, limited to the fields it actually sent;
+    the away fields only when no newer away-mode change has been applied."""
+    keys = set(sent)
+    parsed = user_fields_from_admin(admin, roles_supported=False)
+    profile = ("name", "email", "job_title", "has_inbox_seat")
+    fields = {name: parsed[name] for name in profile if name in keys}
+    if "email" in keys:
+        fields["account_type"] = parsed["account_type"]
+    if user.away_watermark is None or created_at >= user.away_watermark:
+        away = {name: parsed[name] for name in store.AWAY_FIELDS if name in keys}
+        if away:
+            fields.update(away, away_watermark=created_at)
+    return fields
 
 
 def _apply_away(
@@ -214,6 +271,8 @@ def _apply_away(
         values["updated_version"] = version
         if user.active:
             outcome.changes.upsert(USER, admin.id)
+        else:
+            _tombstone_changed(outcome, admin.id)
     store.update_user(session, admin.id, values)
     return outcome
 
@@ -232,8 +291,18 @@ def _apply_login(
     outcome = EventOutcome(APPLIED)
     values: dict[str, Any] = {column: when}
     # Only the sign-in time is served (C1 reads last login in access reviews).
-    if logged_in and user.active:
+    if logged_in:
         values["updated_version"] = version
-        outcome.changes.upsert(USER, admin.id)
+        if user.active:
+            outcome.changes.upsert(USER, admin.id)
+        else:
+            _tombstone_changed(outcome, admin.id)
     store.update_user(session, admin.id, values)
     return outcome
+
+
+def _tombstone_changed(outcome: EventOutcome, user_id: str) -> None:
+    """A removed teammate's row changed. It is served only under `include_removed`, but that
+    body is cached per version, so the change still needs a version of its own; it goes in the
+    change log as a delete, since the teammate stays gone."""
+    outcome.changes.delete(USER, user_id)
