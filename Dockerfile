@@ -38,13 +38,13 @@ FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="intercom-sync" \
       org.opencontainers.image.description="Syncs Intercom teammates and teams into a SQL store and serves them to ConductorOne (C1)."
 
-# PYTHONPATH=/app: the package imports from the copy in /app (not the one installed in the venv),
-# so app/store/migrate.py finds /app/alembic.ini and /app/migrations next to it (it locates them
-# relative to its own file). The venv still provides the dependencies and the console script.
+# The package and its console script live in the virtualenv built above. alembic.ini and
+# migrations/ are not part of the package: they go to /app, and ALEMBIC_CONFIG points
+# app/store/migrate.py (and a plain `alembic upgrade head` run from /app) at them.
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    ALEMBIC_CONFIG=/app/alembic.ini \
     DATABASE_URL=sqlite:////data/intercom-sync.db
 
 RUN groupadd --system --gid 10001 intercom \
@@ -56,19 +56,22 @@ RUN groupadd --system --gid 10001 intercom \
 
 COPY --from=builder /opt/venv /opt/venv
 
-# Source, migrations and alembic.ini so `alembic upgrade head` also works from /app.
 WORKDIR /app
 COPY alembic.ini ./
 COPY migrations/ ./migrations/
-COPY app/ ./app/
-RUN python -m compileall -q /app/app /app/migrations
+RUN python -m compileall -q /app/migrations
 
 USER intercom
 
 EXPOSE 8000
 
+# `serve` drains requests for up to --graceful-timeout seconds on SIGTERM, then stops its
+# background work: give the container longer than that (docker stop -t 30, compose
+# stop_grace_period, Kubernetes terminationGracePeriodSeconds).
+STOPSIGNAL SIGTERM
+
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4); sys.exit(0 if r.status == 200 else 1)"]
 
 ENTRYPOINT ["intercom-sync"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--graceful-timeout", "20"]

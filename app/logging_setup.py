@@ -14,6 +14,9 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 run_id_var: ContextVar[str | None] = ContextVar("run_id", default=None)
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Context ids are written above only when set; uvicorn's ANSI-coloured copy of the message
+# is noise in a JSON line.
+_DROPPED = frozenset({"color_message", "request_id", "run_id"})
 
 
 class _Redactor:
@@ -50,7 +53,7 @@ class JsonFormatter(logging.Formatter):
             if value is not None:
                 entry[key] = value
         for key, value in record.__dict__.items():
-            if key not in _RESERVED and key not in entry and key not in ("request_id", "run_id"):
+            if key not in _RESERVED and key not in entry and key not in _DROPPED:
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -85,6 +88,8 @@ def configure_logging(level: str, fmt: str, secrets: list[str]) -> None:
     handler._intercom_sync = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Python warnings would otherwise reach stderr as bare text between the JSON lines.
+    logging.captureWarnings(True)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers = []

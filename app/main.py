@@ -4,15 +4,18 @@ the webhook intake and applier, and the sync coordinator."""
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
 from app.api import c1, health, operators, webhooks
 from app.api.errors import install_error_handlers
+from app.api.fastpath import SnapshotFastPath
 from app.intercom.client import IntercomClient, RetryPolicy
 from app.logging_setup import configure_logging
 from app.middleware import RequestIdMiddleware
@@ -33,8 +36,11 @@ def intercom_client_factory(settings: Settings) -> Callable[[], IntercomClient] 
     token = settings.intercom_access_token
     if token is None:
         return None
+    tls: list[ssl.SSLContext] = []  # built on first use, then shared by every run's client
 
     def make() -> IntercomClient:
+        if not tls:
+            tls.append(httpx.create_ssl_context())
         return IntercomClient(
             base_url=settings.intercom_api_base_url,
             access_token=token.get_secret_value(),
@@ -45,6 +51,7 @@ def intercom_client_factory(settings: Settings) -> Callable[[], IntercomClient] 
                 backoff_initial_seconds=settings.intercom_backoff_initial_seconds,
                 max_rate_limit_wait_seconds=settings.intercom_max_rate_limit_wait_seconds,
             ),
+            tls=tls[0],
         )
 
     return make
@@ -98,9 +105,12 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
             yield
         finally:
             # Stop taking new work first, then let claimed work finish, then close the store.
+            # (uvicorn has stopped listening and drained in-flight requests by now.)
+            logger.info("intercom-sync stopping: finishing claimed work")
             await coordinator.stop()
             writer.stop()
             await applier.stop()
+            app.state.services.snapshots.close()
             db.dispose()
             logger.info("intercom-sync stopped")
 
@@ -111,6 +121,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Added first, so it runs inside RequestIdMiddleware (request ids and access lines apply).
+    app.add_middleware(SnapshotFastPath)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(webhooks.router)
     app.include_router(c1.router)

@@ -46,13 +46,16 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def sim() -> Iterator[SimulatorServer]:
     """A simulator with 30 teammates (one of them Fin) in 6 teams."""
-    with SimulatorServer(generate_workspace(30, 6, seed=3), access_token=SIM_TOKEN,
-                         client_secret=SIM_SECRET) as server:
+    with SimulatorServer(
+        generate_workspace(30, 6, seed=3), access_token=SIM_TOKEN, client_secret=SIM_SECRET
+    ) as server:
         yield server
 
 
 @pytest.fixture
-def start_service(database_url: str, sim: SimulatorServer) -> Iterator[Callable[..., ServiceServer]]:
+def start_service(
+    database_url: str, sim: SimulatorServer
+) -> Iterator[Callable[..., ServiceServer]]:
     """Start the real service against `sim`; keyword arguments override settings."""
     started: list[ServiceServer] = []
 

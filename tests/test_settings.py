@@ -60,8 +60,9 @@ def test_regional_base_urls(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
         ("LOG_FORMAT", "xml"),
     ],
 )
-def test_malformed_variable_is_named(monkeypatch: pytest.MonkeyPatch, variable: str,
-                                     value: str) -> None:
+def test_malformed_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
         load_settings(_env_file=None)
@@ -78,7 +79,11 @@ def test_secret_values_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch)
 def test_token_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("READ_API_TOKENS", " tok-alpha, tok-beta ,,tok-gamma ")
     settings = load_settings(_env_file=None)
-    assert [t.get_secret_value() for t in settings.read_api_tokens] == ["tok-alpha", "tok-beta", "tok-gamma"]
+    assert [t.get_secret_value() for t in settings.read_api_tokens] == [
+        "tok-alpha",
+        "tok-beta",
+        "tok-gamma",
+    ]
     assert "tok-alpha" not in repr(settings)
 
 
@@ -89,8 +94,9 @@ def test_roles_follow_the_api_version(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(_env_file=None).roles_supported
 
 
-def test_cli_reports_a_malformed_variable(monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_a_malformed_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from app.cli import main
 
     monkeypatch.setenv("INTERCOM_API_BASE_URL", "not a url")

@@ -18,8 +18,10 @@ from app.snapshot.shapes import iso
 from app.store import inbox, sync_runs
 from app.store.models import WebhookEvent
 
+MAX_RUN_ID = 2**31 - 1
 
-def require_operator(
+
+async def require_operator(
     request: Request, services: Annotated[Services, Depends(get_services)]
 ) -> None:
     require_token(
@@ -36,6 +38,9 @@ router = APIRouter(
     responses={401: {"model": ErrorBody, "description": "Missing or unknown token."}},
 )
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+MAX_RUN_ID = 2**31 - 1
 
 
 def _json(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -77,11 +82,16 @@ async def list_sync_runs(
     responses={200: {"model": SyncRun}, 404: {"model": ErrorBody}},
 )
 async def get_sync_run(run_id: int, services: ServicesDep) -> Response:
+    if not 0 < run_id <= MAX_RUN_ID:
+        # Beyond the column's range no run can exist (PostgreSQL would refuse the query).
+        raise ApiError(404, "not_found", f"there is no sync run {run_id}")
+
     def read() -> sync_runs.RunView | None:
         with services.db.reading() as session:
             return sync_runs.get_run(session, run_id)
 
-    run = await run_in_threadpool(read)
+    # Run ids are positive 32-bit keys; PostgreSQL refuses to compare with anything larger.
+    run = await run_in_threadpool(read) if 0 < run_id <= MAX_RUN_ID else None
     if run is None:
         raise ApiError(404, "not_found", f"there is no sync run {run_id}")
     return _json(run.as_json())

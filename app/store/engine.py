@@ -8,9 +8,10 @@ REPEATABLE READ so a snapshot sees one consistent version.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,13 @@ class Database:
     engine: Engine
     read_sessions: sessionmaker[Session]
     write_sessions: sessionmaker[Session]
+    # SQLite: this process's writers queue here before `BEGIN IMMEDIATE`. SQLite admits one
+    # writer at a time anyway, but a writer that finds the lock taken polls for it with
+    # growing sleeps (up to 100 ms), so the webhook intake could wait out several apply
+    # batches in a row; a lock in the process hands over on release instead. (Writers in
+    # other processes still meet SQLite's busy handler.) Re-entrant, so a nested write
+    # transaction behaves as before.
+    write_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
 
     @property
     def is_sqlite(self) -> bool:
@@ -84,7 +92,7 @@ class Database:
     @contextmanager
     def writing(self) -> Iterator[Session]:
         """A write transaction: committed on success, rolled back on any error."""
-        with self.write_sessions() as session, session.begin():
+        with self.write_lock, self.write_sessions() as session, session.begin():
             yield session
 
     def dispose(self) -> None:
@@ -106,6 +114,7 @@ def create_database(url: str, *, pool_size: int = 10) -> Database:
         _configure_sqlite(engine)
         write_engine: Engine = engine.execution_options(sqlite_begin="IMMEDIATE")
         read_engine: Engine = engine
+        write_lock: AbstractContextManager[Any] = threading.RLock()
     else:
         engine = create_engine(
             normalized,
@@ -116,11 +125,13 @@ def create_database(url: str, *, pool_size: int = 10) -> Database:
         )
         write_engine = engine
         read_engine = engine.execution_options(isolation_level="REPEATABLE READ")
+        write_lock = nullcontext()  # PostgreSQL writers lock rows, not the database
     return Database(
         url=normalized,
         engine=engine,
         read_sessions=sessionmaker(read_engine, expire_on_commit=False),
         write_sessions=sessionmaker(write_engine, expire_on_commit=False),
+        write_lock=write_lock,
     )
 
 
@@ -129,7 +140,12 @@ def create_migration_engine(url: str) -> Engine:
     normalized = normalize_database_url(url)
     if is_sqlite(normalized):
         _ensure_sqlite_folder(normalized)
-        engine = create_engine(normalized, poolclass=NullPool)
+        # IMMEDIATE: a migration holds the write lock from its first statement, so processes
+        # starting together on one file take turns (the later ones find the schema at head)
+        # instead of both creating the same tables.
+        engine = create_engine(
+            normalized, poolclass=NullPool, execution_options={"sqlite_begin": "IMMEDIATE"}
+        )
         _configure_sqlite(engine)
         return engine
     return create_engine(normalized, poolclass=NullPool)

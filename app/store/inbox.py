@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -54,7 +55,8 @@ def store_events(session: Session, events: list[NewEvent]) -> list[bool]:
 
     Returns, per event, True when it was new and False for a duplicate (whose stored row then
     counts one more delivery)."""
-    dialect = session.get_bind().dialect.name
+    insert_new = _insert_unless_stored(session.get_bind().dialect.name)
+    connection = session.connection()
     outcomes: list[bool] = []
     for event in events:
         values: dict[str, Any] = {
@@ -71,34 +73,42 @@ def store_events(session: Session, events: list[NewEvent]) -> list[bool]:
             "attempts": 0,
             "next_attempt_at": event.received_at if event.status == PENDING else None,
         }
+        # Statements built once, run on the session's connection with the row as parameters:
+        # this runs for every delivery, and building a statement around literal values and
+        # going through the ORM's bulk-insert path cost more than the insert itself.
         if event.notification_id is None:
-            session.execute(insert(WebhookEvent).values(values))
+            connection.execute(_INSERT_EVENT, values)
             outcomes.append(True)
             continue
-        statement: Any
-        if dialect == "postgresql":
-            statement = (
-                postgresql.insert(WebhookEvent)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["notification_id"])
-            )
-        elif dialect == "sqlite":
-            statement = (
-                sqlite.insert(WebhookEvent)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["notification_id"])
-            )
-        else:  # pragma: no cover - only the two supported backends reach here
-            raise RuntimeError(f"unsupported database {dialect}")
-        inserted = session.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+        # RETURNING, not rowcount: with an implicit RETURNING (SQLAlchemy 2.1) psycopg reports
+        # rowcount -1 even when the row went in, which made every new delivery a "duplicate".
+        inserted = connection.execute(insert_new, values).first() is not None
         if not inserted:
-            session.execute(
-                update(WebhookEvent)
-                .where(WebhookEvent.notification_id == event.notification_id)
-                .values(deliveries=WebhookEvent.deliveries + 1)
-            )
+            connection.execute(_COUNT_DELIVERY, {"b_notification_id": event.notification_id})
         outcomes.append(inserted)
     return outcomes
+
+
+_INSERT_EVENT = insert(WebhookEvent)
+_COUNT_DELIVERY = (
+    update(WebhookEvent)
+    .where(WebhookEvent.notification_id == bindparam("b_notification_id"))
+    .values(deliveries=WebhookEvent.deliveries + 1)
+)
+
+
+@lru_cache(maxsize=4)
+def _insert_unless_stored(dialect: str) -> Any:
+    """INSERT … ON CONFLICT (notification_id) DO NOTHING RETURNING id, for `dialect`."""
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(WebhookEvent)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(WebhookEvent)
+    else:  # pragma: no cover - only the two supported backends reach here
+        raise RuntimeError(f"unsupported database {dialect}")
+    return statement.on_conflict_do_nothing(index_elements=["notification_id"]).returning(
+        WebhookEvent.id
+    )
 
 
 def claim_pending(session: Session, *, limit: int, now: datetime) -> list[PendingEvent]:
@@ -123,7 +133,8 @@ def claim_pending(session: Session, *, limit: int, now: datetime) -> list[Pendin
     )
     if session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update(skip_locked=True, of=WebhookEvent)
-    return [PendingEvent(**row._mapping) for row in session.execute(statement)]
+    # On the connection: plain column rows need none of the ORM's result machinery.
+    return [PendingEvent(**row._mapping) for row in session.connection().execute(statement)]
 
 
 def mark_events(session: Session, updates: list[dict[str, Any]]) -> None:

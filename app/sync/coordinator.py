@@ -2,12 +2,19 @@
 operator's request and, debounced, when webhooks say teams or roles changed.
 
 Any process may queue a run (the store's active-run slot keeps it to one); the process that
-queued it executes it, heartbeating so that a crash frees the slot after the lease.
+queued it executes it while holding the run lock (a PostgreSQL advisory lock, or a file lock
+beside a SQLite store) and heartbeating: when that process dies its lock goes with it and the
+slot is freed at the next request, and a process that hangs is caught by the heartbeat lease.
+
+On shutdown a run still fetching from Intercom is interrupted and its slot released (fetching is
+idempotent; the next start-up redoes an interrupted run), while a run already applying its
+transaction is let finish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -16,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.intercom.client import IntercomAuthError, IntercomClient, IntercomError
@@ -70,12 +78,44 @@ class SyncCoordinator:
 
     async def request_run(self, trigger: str, *, force: bool = False) -> tuple[RunView, bool]:
         """Queue a run (or return the one already queued or running) and execute it here."""
-        run, created = await run_in_threadpool(
-            sync_runs.enqueue_run, self._db, trigger=trigger, force=force, owner=self._owner
+        run, created = await self._enqueue_and_spawn(
+            lambda: sync_runs.enqueue_run(
+                self._db, trigger=trigger, force=force, owner=self._owner
+            ),
+            trigger=trigger,
+            force=force,
         )
-        if created:
-            self._spawn(self.execute(run.id, force=force, trigger=trigger))
+        assert run is not None  # enqueue_run always answers with a run
         return run, created
+
+    async def _enqueue_and_spawn(
+        self,
+        enqueue: Callable[[], tuple[RunView | None, bool]],
+        *,
+        trigger: str,
+        force: bool,
+    ) -> tuple[RunView | None, bool]:
+        """Queue through `enqueue` and execute a run it created here. A run created while
+        this process stops (or while the caller is cancelled) is released at once, so no
+        queued run is left without an executor."""
+        queuing = asyncio.ensure_future(run_in_threadpool(enqueue))
+        try:
+            run, created = await asyncio.shield(queuing)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                run, created = await queuing
+                if created and run is not None:
+                    await self._release(run.id, "the process stopped before this sync started")
+            raise
+        if created and run is not None:
+            if self._stopping:
+                await self._release(run.id, "the process stopped before this sync started")
+            else:
+                self._spawn(self.execute(run.id, force=force, trigger=trigger))
+        return run, created
+
+    async def _release(self, run_id: int, message: str) -> None:
+        await run_in_threadpool(sync_runs.release_run, self._db, run_id, message=message)
 
     def request_refresh(self) -> None:
         """A webhook says teams, seats or roles changed: refetch soon, once per burst."""
@@ -116,14 +156,64 @@ class SyncCoordinator:
         token = run_id_var.set(str(run_id))
         started = time.monotonic()
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(run_id))
+        lock: sync_runs.RunLock | None = None
+        acquiring = asyncio.ensure_future(run_in_threadpool(sync_runs.acquire_run_lock, self._db))
         try:
-            view = await self._execute(run_id, force=force, progress=progress)
+            try:
+                lock = await asyncio.shield(acquiring)
+            except Exception as exc:
+                logger.exception("sync run %s: could not take the run lock", run_id)
+                view = await self._finish(
+                    run_id,
+                    "failed",
+                    error=("internal_error", f"could not take the run lock: {type(exc).__name__}"),
+                )
+            else:
+                view = await self._execute_locked(run_id, lock, force=force, progress=progress)
+        except asyncio.CancelledError:
+            # Shutting down: free the slot now rather than leave it to the heartbeat lease.
+            logger.warning("sync run %s interrupted: the process is stopping", run_id)
+            if lock is None:
+                # A lock taken after the cancellation must still be let go of below.
+                with contextlib.suppress(Exception):
+                    lock = await acquiring
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self._release(
+                        run_id,
+                        "the process stopped before this sync finished; "
+                        "it runs again at the next start-up or reconcile",
+                    )
+                )
+            raise
         finally:
             heartbeat.cancel()
+            if lock is not None:
+                await asyncio.shield(run_in_threadpool(lock.release))
             run_id_var.reset(token)
         SYNC_RUNS.labels(trigger, view.status).inc()
         SYNC_DURATION.labels(view.status).observe(time.monotonic() - started)
         return view
+
+    async def _execute_locked(
+        self,
+        run_id: int,
+        lock: sync_runs.RunLock | None,
+        *,
+        force: bool,
+        progress: ProgressCallback | None,
+    ) -> RunView:
+        if lock is None:
+            logger.error("sync run %s: another process still holds the run lock", run_id)
+            return await self._finish(
+                run_id,
+                "failed",
+                error=(
+                    "sync_lock_busy",
+                    "another process is still running an earlier sync; try again later",
+                ),
+            )
+        return await self._execute(run_id, force=force, progress=progress)
 
     async def _execute(
         self, run_id: int, *, force: bool, progress: ProgressCallback | None
@@ -167,7 +257,14 @@ class SyncCoordinator:
                     ),
                 )
             say("applying the difference to the store")
-            view = await run_in_threadpool(self._apply, run_id, fetched, force)
+            applying = asyncio.ensure_future(run_in_threadpool(self._apply, run_id, fetched, force))
+            try:
+                view = await asyncio.shield(applying)
+            except asyncio.CancelledError:
+                # The transaction cannot stop half-way: let it commit (or roll back) first.
+                with contextlib.suppress(Exception):
+                    await applying
+                raise
         except IntercomAuthError as exc:
             logger.error("sync run %s: Intercom refused the access token: %s", run_id, exc)
             return await self._finish(run_id, "failed", error=(exc.code, exc.message))
@@ -240,28 +337,38 @@ class SyncCoordinator:
         self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop scheduling, interrupt runs still fetching (releasing their slot), and wait up
+        to `grace_seconds` for a run that is applying to commit."""
         self._stopping = True
-        for task in (self._scheduler, self._refresh_task):
+        for task in (self._scheduler, self._refresh_task, *self._tasks):
             if task is not None:
                 task.cancel()
         if self._tasks:
-            _done, pending = await asyncio.wait(self._tasks, timeout=grace_seconds)
-            for task in pending:
-                task.cancel()
+            await asyncio.wait(self._tasks, timeout=grace_seconds)
 
     def _spawn(self, coroutine: Awaitable[object]) -> None:
         async def wrapper() -> None:
-            await coroutine
+            try:
+                await coroutine
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Nobody awaits these tasks: say what went wrong instead of losing it.
+                logger.exception("a sync task failed")
 
         task = asyncio.get_running_loop().create_task(wrapper())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _due(self, trigger: str) -> bool:
-        interval = self._settings.reconcile_interval_seconds
         with self._db.reading() as session:
-            state = read_store_state(session)
-            last_queued = sync_runs.latest_started_at(session)
+            return self._is_due(session, trigger)
+
+    def _is_due(self, session: Session, trigger: str) -> bool:
+        interval = self._settings.reconcile_interval_seconds
+        state = read_store_state(session)
+        last = sync_runs.latest_run(session)
+        last_queued = sync_runs.latest_started_at(session)
         now = utcnow()
         if state.last_sync_at is None:
             if trigger == "startup":
@@ -270,6 +377,8 @@ class SyncCoordinator:
             return last_queued is None or now - last_queued > timedelta(
                 seconds=min(60.0, interval or 60.0)
             )
+        if trigger == "startup" and last is not None and last.error_code == sync_runs.INTERRUPTED:
+            return True  # a restart cut the last run short: redo it
         if interval <= 0:
             return False
         if now - state.last_sync_at < timedelta(seconds=interval):
@@ -277,18 +386,32 @@ class SyncCoordinator:
         # Another replica may have fired this period already.
         return last_queued is None or now - last_queued >= timedelta(seconds=interval / 2)
 
+    async def _request_if_due(self, trigger: str) -> None:
+        """Queue (and execute here) a `trigger` run if one is due; the check and the queuing
+        are one serialized transaction, so replicas checking together queue one run."""
+
+        def enqueue() -> tuple[RunView | None, bool]:
+            run = sync_runs.enqueue_run_if_due(
+                self._db,
+                trigger=trigger,
+                owner=self._owner,
+                is_due=lambda session: self._is_due(session, trigger),
+            )
+            return run, run is not None
+
+        await self._enqueue_and_spawn(enqueue, trigger=trigger, force=False)
+
     async def _schedule(self) -> None:
         interval = self._settings.reconcile_interval_seconds
         try:
-            if self._settings.sync_on_startup and await run_in_threadpool(self._due, "startup"):
-                await self.request_run("startup")
+            if self._settings.sync_on_startup:
+                await self._request_if_due("startup")
             if interval <= 0:
                 return
             while not self._stopping:
                 await asyncio.sleep(interval * random.uniform(0.9, 1.1) / 2)
                 try:
-                    if await run_in_threadpool(self._due, "schedule"):
-                        await self.request_run("schedule")
+                    await self._request_if_due("schedule")
                 except Exception:
                     logger.warning("reconcile schedule check failed", exc_info=True)
         except asyncio.CancelledError:
