@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from app import __version__
 from app.settings import Settings
 from app.snapshot.shapes import iso
 from app.store import inbox, sync_runs
@@ -35,7 +34,6 @@ class Readiness:
         return {
             "status": status,
             "version": self.version,
-            "service_version": __version__,
             "last_sync_at": iso(self.last_sync_at),
             "last_webhook_at": iso(self.last_webhook_at),
             "inbox_backlog": self.inbox_backlog,

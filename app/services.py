@@ -31,6 +31,11 @@ class Services:
     _workspace_id: str | None = None
     _workspace_checked_at: float = field(default=0.0)
 
+    def known_workspace_id(self) -> str | None:
+        """The workspace id when it is already known (configured or learned); never blocks, so
+        the webhook route can skip the threadpool once the id is known."""
+        return self.settings.intercom_workspace_id or self._workspace_id
+
     def expected_workspace_id(self) -> str | None:
         """The workspace whose webhooks we apply: configured, or learned from `GET /me`.
 
@@ -47,6 +52,8 @@ class Services:
         return self._workspace_id
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain `def` dependency in the threadpool, a thread
+    # hop per request for what is an attribute read.
     services: Services = request.app.state.services
     return services

@@ -130,7 +130,17 @@ class Settings(BaseSettings):
         for secret in (self.intercom_access_token, self.intercom_client_secret):
             if secret is not None:
                 values.append(secret.get_secret_value())
+        password = _database_password(self.database_url)
+        if password:
+            values.append(password)
         return [v for v in values if v]
+
+
+def _database_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def api_version_supports_roles(version: str) -> bool:

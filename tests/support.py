@@ -75,8 +75,9 @@ class ServiceServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> ServiceServer:
-        config = uvicorn.Config(self.app, lifespan="on", log_config=None, access_log=False,
-                                timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            self.app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=5
+        )
         self._server = uvicorn.Server(config)
         server = self._server
         self._thread = threading.Thread(
@@ -102,6 +103,7 @@ class ServiceServer:
 
     def wait_ready(self, timeout: float = 30) -> dict[str, Any]:
         with httpx.Client(base_url=self.url, timeout=5) as client:
+
             def ready() -> dict[str, Any] | None:
                 response = client.get("/readyz")
                 return response.json() if response.status_code == 200 else None
@@ -122,9 +124,20 @@ class ServiceProcess:
     def start(self, *, wait: bool = True) -> ServiceProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         if wait:
             self.wait_listening()
@@ -165,8 +178,13 @@ def free_port() -> int:
         return port
 
 
-def wait_for(predicate: Callable[[], T | None], *, timeout: float = 10, interval: float = 0.05,
-             what: str = "a condition") -> T:
+def wait_for(
+    predicate: Callable[[], T | None],
+    *,
+    timeout: float = 10,
+    interval: float = 0.05,
+    what: str = "a condition",
+) -> T:
     """Poll until `predicate` returns something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -179,8 +197,11 @@ def wait_for(predicate: Callable[[], T | None], *, timeout: float = 10, interval
 
 
 def signed_headers(body: bytes, secret: str = SIM_SECRET) -> dict[str, str]:
-    return {"Content-Type": "application/json", "X-Hub-Signature": sign_body(body, secret),
-            "User-Agent": "intercom-parrot-service-client/1.0"}
+    return {
+        "Content-Type": "application/json",
+        "X-Hub-Signature": sign_body(body, secret),
+        "User-Agent": "intercom-parrot-service-client/1.0",
+    }
 
 
 def snapshot(client: httpx.Client, **params: Any) -> dict[str, Any]:

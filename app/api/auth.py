@@ -13,7 +13,11 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+    return bearer_token(request.headers.get("authorization"))
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value, else None."""
     if not header:
         return None
     scheme, _, token = header.partition(" ")

@@ -29,10 +29,13 @@ from app.api.schemas import (
 )
 from app.services import Services, get_services
 from app.snapshot import views
-from app.snapshot.cache import NotSynced
+from app.snapshot.cache import NotSynced, SnapshotBody
 
 
-def require_reader(request: Request, services: Annotated[Services, Depends(get_services)]) -> None:
+async def require_reader(
+    request: Request, services: Annotated[Services, Depends(get_services)]
+) -> None:
+    # async: a constant-time compare of a few tokens needs no thread (see get_services).
     require_token(
         request, services.settings.read_api_tokens, kind="read", variable="READ_API_TOKENS"
     )
@@ -102,10 +105,19 @@ async def snapshot(
         body = await services.snapshots.get(include_removed=include_removed)
     except NotSynced:
         views.require_synced_error()
+    return snapshot_response(
+        body, request.headers.get("if-none-match"), request.headers.get("accept-encoding")
+    )
+
+
+def snapshot_response(
+    body: SnapshotBody, if_none_match: str | None, accept_encoding: str | None
+) -> Response:
+    """The answer for a cached body (shared with app.api.fastpath, so both answer alike)."""
     headers = {"ETag": body.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
-    if _etag_matches(request.headers.get("if-none-match"), body.etag):
+    if _etag_matches(if_none_match, body.etag):
         return Response(status_code=304, headers=headers)
-    if _accepts_gzip(request.headers.get("accept-encoding")):
+    if _accepts_gzip(accept_encoding):
         headers["Content-Encoding"] = "gzip"
         return Response(body.gzipped, media_type="application/json", headers=headers)
     return Response(body.raw, media_type="application/json", headers=headers)

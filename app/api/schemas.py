@@ -53,8 +53,6 @@ class SyncRun(_Doc):
     id: int
     trigger: Literal["startup", "schedule", "operator", "webhook", "cli"]
     status: Literal["queued", "running", "succeeded", "failed", "blocked"]
-    force: bool
-    queued_at: str
     started_at: str | None
     finished_at: str | None
     stats: SyncStats

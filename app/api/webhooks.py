@@ -62,7 +62,13 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-@router.head("/webhooks/intercom", summary="Intercom's URL validation")
+@router.head(
+    "/webhooks/intercom",
+    summary="Intercom's URL validation",
+    # No body: documenting the default JSON response would promise a content type it lacks.
+    response_class=Response,
+    responses={200: {"description": "The endpoint exists."}},
+)
 async def webhook_head() -> Response:
     """Intercom checks the endpoint with a HEAD request when the URL is saved."""
     return Response(status_code=200)
@@ -123,7 +129,9 @@ async def receive_webhook(
         return _ack("ignored")
     status = inbox.PENDING
     reason = None
-    expected = await run_in_threadpool(services.expected_workspace_id)
+    expected = services.known_workspace_id()
+    if expected is None:
+        expected = await run_in_threadpool(services.expected_workspace_id)
     if notification.topic not in HANDLED_TOPICS:
         status, reason = inbox.IGNORED, f"topic {notification.topic} is not handled"
     elif expected and notification.app_id and notification.app_id != expected:

@@ -11,6 +11,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+# The store's column sizes. PostgreSQL refuses longer values, which would fail a whole baseline
+# (or a webhook) over one odd teammate, so text is clipped to fit and an overlong id, which
+# cannot be stored at all, makes its object unusable.
+MAX_ID_LENGTH = 64
+MAX_TEXT_LENGTH = 512
+MAX_REGION_LENGTH = 16
+
 
 def _id_to_str(value: object) -> object:
     if isinstance(value, bool):
@@ -23,6 +30,8 @@ def _id_to_str(value: object) -> object:
         stripped = value.strip()
         if not stripped:
             raise ValueError("an id cannot be empty")
+        if len(stripped) > MAX_ID_LENGTH:
+            raise ValueError(f"an id cannot be longer than {MAX_ID_LENGTH} characters")
         return stripped
     raise ValueError("an id must be a string or a number")
 
@@ -31,9 +40,26 @@ IntercomId = Annotated[str, BeforeValidator(_id_to_str)]
 
 
 def _id_list(value: object) -> object:
+    """Ids in a list, skipping entries that are no usable id: one odd team id must not make a
+    teammate unparseable (a baseline would then treat them as gone)."""
     if value is None:
         return []
-    return value
+    if not isinstance(value, list):
+        return value
+    ids = []
+    for entry in value:
+        try:
+            ids.append(_id_to_str(entry))
+        except ValueError:
+            continue
+    return ids
+
+
+def _clipped(value: object, limit: int = MAX_TEXT_LENGTH) -> object:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text[:limit]
 
 
 def _bool_or_false(value: object) -> object:
@@ -51,6 +77,11 @@ class _Lenient(BaseModel):
 class IntercomRole(_Lenient):
     id: IntercomId
     name: str | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: object) -> object:
+        return _clipped(value)
 
 
 class IntercomAdmin(_Lenient):
@@ -77,9 +108,7 @@ class IntercomAdmin(_Lenient):
     @field_validator("name", "email", "job_title", mode="before")
     @classmethod
     def _text(cls, value: object) -> object:
-        if value is None or isinstance(value, str):
-            return value
-        return str(value)
+        return _clipped(value)
 
 
 class IntercomTeam(_Lenient):
@@ -88,6 +117,11 @@ class IntercomTeam(_Lenient):
     name: str | None = None
     admin_ids: IdList = Field(default_factory=list)
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: object) -> object:
+        return _clipped(value)
+
 
 class IntercomWorkspace(_Lenient):
     """The `app` object embedded in `GET /me`."""
@@ -95,6 +129,16 @@ class IntercomWorkspace(_Lenient):
     id_code: IntercomId
     name: str | None = None
     region: str | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: object) -> object:
+        return _clipped(value)
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _region(cls, value: object) -> object:
+        return _clipped(value, MAX_REGION_LENGTH)
 
 
 def parse_items(payload: Any, key: str, wanted_type: str) -> list[dict[str, Any]]:

@@ -41,16 +41,25 @@ class Notification:
     item_id: str | None
 
 
-def _as_int(value: object) -> int | None:
+# The latest Unix time a datetime can hold (9999-12-31T23:59:59Z); it also fits a BIGINT.
+_MAX_TIMESTAMP = 253_402_300_799
+
+
+def _as_timestamp(value: object) -> int | None:
+    """A Unix time in seconds, or None when the value is not one (an integer past 64 bits
+    would not even fit the inbox column, and one past year 9999 is no date at all)."""
+    number: int | None = None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    if number is None or not 0 <= number <= _MAX_TIMESTAMP:
+        return None
+    return number
 
 
 def parse_notification(body: bytes) -> Notification:
@@ -82,15 +91,20 @@ def parse_notification(body: bytes) -> Notification:
     app_id = payload.get("app_id")
     if app_id is not None and not isinstance(app_id, str | int):
         raise InvalidNotification("app_id is not a string")
+    # The inbox columns' limits: longer values cannot be stored (PostgreSQL enforces them).
+    if len(topic) > 255:
+        raise InvalidNotification("the topic is longer than 255 characters")
+    if app_id is not None and len(str(app_id)) > 128:
+        raise InvalidNotification("app_id is longer than 128 characters")
     data = payload.get("data")
     item: dict[str, Any] = {}
     if isinstance(data, dict) and isinstance(data.get("item"), dict):
         item = data["item"]
     elif topic in HANDLED_TOPICS:
         raise InvalidNotification("the notification has no data.item object")
-    created_at = _as_int(payload.get("created_at"))
+    created_at = _as_timestamp(payload.get("created_at"))
     if created_at is None:
-        created_at = _as_int(payload.get("first_sent_at"))
+        created_at = _as_timestamp(payload.get("first_sent_at"))
     item_id: str | None = None
     if topic in ADMIN_STATE_TOPICS:
         try:
