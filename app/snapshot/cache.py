@@ -88,6 +88,9 @@ def serialize_snapshot(
         found = known.get(key)
         if found is None:
             found = orjson.dumps(shapes.user_object(row, team_ids, roles_enabled=roles_enabled))
+            # orjson's result keeps its working buffer (4 KiB for a small one); an exact copy
+            # is what the memo keeps.
+            found = bytes(memoryview(found)) if key is not None else found
         if key is not None:
             current[key] = found
         users.append(found)
@@ -95,7 +98,9 @@ def serialize_snapshot(
         memo.users, memo.link_inputs, memo.links, memo.grants = current, inputs, links, grants
     body = _body(rows, links, orjson.Fragment(_array(users)), roles_enabled=roles_enabled)
     body["grants"] = orjson.Fragment(grants)
-    return orjson.dumps(body)
+    # An exact-size copy: orjson over-allocates large results by about half, and this body
+    # stays cached for as long as its version is current.
+    return bytes(memoryview(orjson.dumps(body)))
 
 
 def _link_inputs(rows: SnapshotRows, *, roles_enabled: bool) -> tuple[Any, ...]:

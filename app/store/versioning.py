@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
-from sqlalchemy.types import NullType
 
 from app.store.models import ChangeLogEntry, StoreState, utcnow
 
@@ -71,10 +70,6 @@ def current_version(session: Session) -> int:
     return int(session.execute(select(StoreState.version).where(StoreState.id == 1)).scalar_one())
 
 
-# `at` arrives converted already (see record_changes), so its parameter skips the conversion.
-_INSERT_CHANGE = insert(ChangeLogEntry).values(at=bindparam("b_at", type_=NullType()))
-
-
 def record_changes(
     session: Session, state: StoreState, changes: ChangeSet, *, at: datetime | None = None
 ) -> int:
@@ -89,20 +84,16 @@ def record_changes(
     state.version = new_version
     state.version_at = when
     # Core executemany on the session's connection: a first baseline logs tens of thousands of
-    # rows, and the ORM's bulk-insert bookkeeping would double the cost of writing them. Every
-    # row has the same time, so it is converted for the database once, not once per row.
-    connection = session.connection()
-    at_type = ChangeLogEntry.__table__.c.at.type
-    to_db = at_type.bind_processor(connection.dialect)
-    connection.execute(
-        _INSERT_CHANGE,
+    # rows, and the ORM's bulk-insert bookkeeping would double the cost of writing them.
+    session.connection().execute(
+        insert(ChangeLogEntry),
         [
             {
                 "version": new_version,
                 "resource_type": resource_type,
                 "resource_id": resource_id,
                 "op": op,
-                "b_at": to_db(when) if to_db is not None else when,
+                "at": when,
             }
             for (resource_type, resource_id), op in sorted(changes.ops.items())
         ],

@@ -135,9 +135,12 @@ def test_webhooks_resyncs_and_reconciles_racing_converge_without_gaps_or_lock_er
     database_url: str, sim: SimulatorServer, tmp_path: Path
 ) -> None:
     log = tmp_path / "service.log"
-    service = ServiceProcess(
-        service_env(database_url, sim, reconcile_interval_seconds=1), log_path=log
+    # The production refresh debounce (2 s) rather than the suite's 0.3 s: a stream this dense
+    # would otherwise keep a refetch running back to back.
+    env = service_env(
+        database_url, sim, reconcile_interval_seconds=1, webhook_refresh_debounce_seconds=2
     )
+    service = ServiceProcess(env, log_path=log)
     service.start()
     try:
         wait_for(
