@@ -8,12 +8,10 @@ before normal handling. ``/_sim/*`` routes need no auth and are never recorded o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -23,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.gc_pause import gc_paused
 from app.intercom.signature import sign_body
 from app.simulator.state import Fault, RecordedRequest, SimAdmin, SimTeam, SimWorkspace
 from app.simulator.webhooks import (
@@ -140,24 +139,11 @@ def team_rest_item(team: SimTeam) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Building 10,000+ dicts triggers full collections that walk the whole workspace, which
-    # more than doubles the render time; nothing cyclic is created here, so pause collection.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def render_admin_list(
     workspace: SimWorkspace, *, with_role: bool = False, with_avatar: bool = False
 ) -> dict[str, Any]:
     """The ``admin.list`` body for the workspace's current admins."""
-    with workspace.lock, _gc_paused():
+    with workspace.lock, gc_paused():
         admins = [
             admin_rest_item(a, with_role=with_role, with_avatar=with_avatar)
             for a in workspace.admins.values()
@@ -167,7 +153,7 @@ def render_admin_list(
 
 def render_team_list(workspace: SimWorkspace) -> dict[str, Any]:
     """The ``team.list`` body for the workspace's current teams."""
-    with workspace.lock, _gc_paused():
+    with workspace.lock, gc_paused():
         teams = [team_rest_item(t) for t in workspace.teams.values()]
     return {"type": "team.list", "teams": teams}
 

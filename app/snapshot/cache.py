@@ -4,11 +4,9 @@ then served as bytes to every poller of that version (reliability rules R15, R16
 from __future__ import annotations
 
 import asyncio
-import gc
 import gzip
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -16,6 +14,7 @@ import orjson
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
+from app.gc_pause import gc_paused
 from app.snapshot import shapes
 from app.store.engine import Database
 from app.store.reads import SnapshotRows, read_header, read_snapshot
@@ -202,20 +201,6 @@ def _body(rows: SnapshotRows, links: _Links, users: Any, *, roles_enabled: bool)
     return body
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    # A build allocates some 100,000 short-lived objects, none of them cyclic; with the
-    # collector on, the collections they trigger walk every long-lived object in the process
-    # (the memo included) and add about a third to the build.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 class _SharedRead(Generic[T]):
     """Runs a blocking read in the threadpool on behalf of many concurrent callers at once.
 
@@ -350,7 +335,7 @@ class SnapshotCache:
 
     def _build(self, include_removed: bool) -> SnapshotBody:
         memo = self._memos.setdefault(include_removed, SnapshotMemo())
-        with _gc_paused():
+        with gc_paused():
             with self._db.reading() as session:
                 rows = read_snapshot(session, include_removed=include_removed)
             raw = serialize_snapshot(rows, roles_enabled=self._roles_enabled, memo=memo)
