@@ -182,6 +182,9 @@ def _rebuild(ctx: Context, database_url: str) -> None:
             warm_cpu.append(time.process_time() - cpu)
             if built.version <= rows.header.version:
                 ctx.report.fail("snapshot: the rebuild did not see the new version")
+            # The gzip body is assembled from pieces compressed (or reused) separately.
+            if gzip.decompress(built.gzipped) != built.raw:
+                ctx.report.fail("snapshot: the gzip body does not decompress to the raw body")
     finally:
         db.dispose()
     ms = [t * 1000 for t in warm]

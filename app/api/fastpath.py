@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 
-from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -46,8 +45,19 @@ class SnapshotFastPath:
         services = getattr(getattr(scope.get("app"), "state", None), "services", None)
         if services is None:
             return None
-        headers = Headers(scope=scope)
-        token = bearer_token(headers.get("authorization"))
+        # One pass over the raw headers for the three that matter, each taken at its first
+        # occurrence as starlette.datastructures.Headers.get does (names arrive lower-cased).
+        authorization = if_none_match = accept_encoding = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value.decode("latin-1")
+            elif name == b"if-none-match":
+                if if_none_match is None:
+                    if_none_match = value.decode("latin-1")
+            elif name == b"accept-encoding" and accept_encoding is None:
+                accept_encoding = value.decode("latin-1")
+        token = bearer_token(authorization)
         allowed = services.settings.read_api_tokens
         if token is None or not allowed or not token_matches(token, allowed):
             return None
@@ -59,4 +69,4 @@ class SnapshotFastPath:
             # The route will meet the same problem and answer it the usual way.
             logger.debug("snapshot fast path declined after an error", exc_info=True)
             return None
-        return snapshot_response(body, headers.get("if-none-match"), headers.get("accept-encoding"))
+        return snapshot_response(body, if_none_match, accept_encoding)

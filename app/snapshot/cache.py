@@ -4,8 +4,9 @@ then served as bytes to every poller of that version (reliability rules R15, R16
 from __future__ import annotations
 
 import asyncio
-import gzip
 import sqlite3
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -58,6 +59,13 @@ class SnapshotMemo:
     link_inputs: tuple[Any, ...] | None = None
     links: _Links | None = None
     grants: bytes = b"[]"
+    # The compressed form of each piece of the last body (see `gzip_body`), by piece key.
+    deflated: dict[Any, bytes] = field(default_factory=dict)
+
+
+# A piece of a serialized body: a key that stands for its bytes (equal keys, equal bytes; None
+# for a piece never reused), and where those bytes are in the body.
+Piece = tuple[Any, int, int]
 
 
 def serialize_snapshot(
@@ -65,11 +73,18 @@ def serialize_snapshot(
 ) -> bytes:
     """`orjson.dumps(build_snapshot(rows, …))`, byte for byte, in a fraction of the time.
 
-    The users and grants, nearly all of a large body, go in as ready-made JSON
-    (`orjson.Fragment`). A grant's JSON is cut from `shapes.team_grant`/`role_grant`'s own
-    output: per team (or role) that JSON split where the user id goes, joined with each
-    member's escaped id. With a `memo`, whatever the previous build already serialized is
-    reused when its inputs are equal, and the memo is left describing this build."""
+    The users and grants, nearly all of a large body, go in as ready-made JSON. A grant's JSON
+    is cut from `shapes.team_grant`/`role_grant`'s own output: per team (or role) that JSON
+    split where the user id goes, joined with each member's escaped id. With a `memo`,
+    whatever the previous build already serialized is reused when its inputs are equal, and
+    the memo is left describing this build."""
+    return _serialize(rows, roles_enabled=roles_enabled, memo=memo)[0]
+
+
+def _serialize(
+    rows: SnapshotRows, *, roles_enabled: bool, memo: SnapshotMemo | None
+) -> tuple[bytes, list[Piece]]:
+    """The body, and the pieces it is made of (for `gzip_body`)."""
     inputs = _link_inputs(rows, roles_enabled=roles_enabled) if memo is not None else None
     if memo is not None and memo.links is not None and memo.link_inputs == inputs:
         links, grants = memo.links, memo.grants
@@ -81,6 +96,10 @@ def serialize_snapshot(
     known = memo.users if memo is not None else {}
     current: dict[Any, bytes] = {}
     users: list[bytes] = []
+    # Where each users piece ends (an index into `users`): after a teammate whose id's CRC
+    # has its low bits clear, so pieces hold ~128 teammates and a teammate added or removed
+    # moves only the piece it is in. (CRC, not hash(): the same pieces in every process.)
+    cuts: list[int] = []
     for row in rows.users:
         team_ids = links.team_ids_by_user[row.id]
         key = (row, *team_ids) if memo is not None else None
@@ -93,13 +112,96 @@ def serialize_snapshot(
         if key is not None:
             current[key] = found
         users.append(found)
+        if not zlib.crc32(row.id.encode()) & _USER_PIECE_MASK:
+            cuts.append(len(users))
     if memo is not None:
         memo.users, memo.link_inputs, memo.links, memo.grants = current, inputs, links, grants
-    body = _body(rows, links, orjson.Fragment(_array(users)), roles_enabled=roles_enabled)
-    body["grants"] = orjson.Fragment(grants)
-    # An exact-size copy: orjson over-allocates large results by about half, and this body
-    # stays cached for as long as its version is current.
-    return bytes(memoryview(orjson.dumps(body)))
+    # The body is `head` + users + `middle` + grants + "}", exactly as orjson writes the whole
+    # dict (compact, keys in insertion order): the two arrays are spliced in where orjson put
+    # a placeholder.
+    body = _body(rows, links, _SPLICE, roles_enabled=roles_enabled)
+    keys = list(body)
+    cut = keys.index("users") + 1
+    head = orjson.dumps({key: body[key] for key in keys[:cut]})
+    middle = orjson.dumps({**{key: body[key] for key in keys[cut:]}, "grants": _SPLICE})
+    assert head.endswith(_SPLICED)
+    assert middle.endswith(_SPLICED)
+    head = head[: -len(_SPLICED)]
+    middle = b"]," + middle[1 : -len(_SPLICED)]
+    users_json = b"[" + b",".join(users)
+    raw = b"".join((head, users_json, middle, grants, b"}"))
+    return raw, _pieces(head, users, cuts, middle, grants)
+
+
+_SPLICE = orjson.Fragment(b"0")
+_SPLICED = b"0}"
+_USER_PIECE_MASK = 0x7F
+_GRANT_PIECE_BYTES = 256 * 1024
+
+
+def _pieces(
+    head: bytes, users: list[bytes], cuts: list[int], middle: bytes, grants: bytes
+) -> list[Piece]:
+    """The body cut into pieces whose keys say when a piece is the same as last time: users
+    by the (memoized, so usually identical) JSON of their teammates, the grants by their
+    ready-made array and offset, the teams and entitlements by their bytes."""
+    pieces: list[Piece] = []
+    at = len(head) + 1  # the users' "["
+    pieces.append((None, 0, at))
+    start = 0
+    if not cuts or cuts[-1] != len(users):
+        cuts.append(len(users))
+    for end in cuts:
+        if end == start:
+            continue
+        chunk = tuple(users[start:end])
+        last = end == len(users)
+        # Each teammate is followed by a comma, except the last one.
+        size = sum(map(len, chunk)) + len(chunk) - (1 if last else 0)
+        pieces.append(((last, chunk), at, at + size))
+        at += size
+        start = end
+    pieces.append((middle, at, at + len(middle)))
+    at += len(middle)
+    for offset in range(0, len(grants), _GRANT_PIECE_BYTES):
+        size = min(_GRANT_PIECE_BYTES, len(grants) - offset)
+        pieces.append(((grants, offset), at, at + size))
+        at += size
+    pieces.append((None, at, at + 1))  # "}"
+    return pieces
+
+
+# What zlib writes before a gzip stream with mtime 0 at level 1 (gzip.compress(…, mtime=0)
+# is zlib.compress with wbits=31), and the final, empty deflate block.
+_GZIP_HEADER = zlib.compress(b"", 1, wbits=31)[:10]
+_FINAL_BLOCK = zlib.compressobj(1, zlib.DEFLATED, -15).flush()
+
+
+def gzip_body(raw: bytes, pieces: list[Piece], memo: SnapshotMemo | None = None) -> bytes:
+    """A gzip member of `raw` whose deflate stream is each piece compressed on its own (a fresh
+    compressor, ended with a sync flush: byte-aligned, and referring to nothing before it),
+    one after the other, as pigz does. A piece whose key the memo holds from the previous
+    build is not compressed again; after a sign-in that is all but one piece of the users
+    and all of the grants. Level 1: a third of the CPU of level 6 for a body about a fifth
+    larger; this runs after every change, and C1 polls far less often than webhooks change
+    things."""
+    known = memo.deflated if memo is not None else {}
+    current: dict[Any, bytes] = {}
+    view = memoryview(raw)
+    out = [_GZIP_HEADER]
+    for key, start, end in pieces:
+        deflated = known.get(key) if key is not None else None
+        if deflated is None:
+            compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
+            deflated = compressor.compress(view[start:end]) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        if key is not None:
+            current[key] = deflated
+        out.append(deflated)
+    if memo is not None:
+        memo.deflated = current
+    out.append(_FINAL_BLOCK)
+    out.append(struct.pack("<LL", zlib.crc32(raw), len(raw) & 0xFFFFFFFF))
+    return b"".join(out)
 
 
 def _link_inputs(rows: SnapshotRows, *, roles_enabled: bool) -> tuple[Any, ...]:
@@ -338,14 +440,8 @@ class SnapshotCache:
         with gc_paused():
             with self._db.reading() as session:
                 rows = read_snapshot(session, include_removed=include_removed)
-            raw = serialize_snapshot(rows, roles_enabled=self._roles_enabled, memo=memo)
+            raw, pieces = _serialize(rows, roles_enabled=self._roles_enabled, memo=memo)
+            gzipped = gzip_body(raw, pieces, memo)
         version = rows.header.version
         suffix = "-all" if include_removed else ""
-        return SnapshotBody(
-            version=version,
-            etag=f'"v{version}{suffix}"',
-            raw=raw,
-            # Level 1: a third of the CPU of level 6 for a body about a fifth larger; this runs
-            # after every change, and C1 polls far less often than webhooks change things.
-            gzipped=gzip.compress(raw, compresslevel=1, mtime=0),
-        )
+        return SnapshotBody(version=version, etag=f'"v{version}{suffix}"', raw=raw, gzipped=gzipped)
