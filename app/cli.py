@@ -44,6 +44,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_config=None,
+        # RequestIdMiddleware writes the access line (with the request id); uvicorn's own
+        # would be formatted for every request only to be dropped.
+        access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=args.graceful_timeout,
     )

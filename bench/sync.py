@@ -200,14 +200,25 @@ def run(ctx: Context) -> None:
     small, large = results[sizes[0]], results[sizes[2]]
     for size in (sizes[0], sizes[2]):
         r = results[size]
-        for name, values, unit in (
-            (f"baseline end to end ({size:,} teammates)", r.end_to_end, "s"),
-            (f"store apply, empty store ({size:,})", r.apply_first, "s"),
-            (f"no-change re-sync ({size:,})", r.no_change, "s"),
-            (f"server peak RSS after baseline ({size:,})", r.peak_rss_mb, "MB"),
+        for name, values, unit, note in (
+            (f"baseline end to end ({size:,} teammates)", r.end_to_end, "s", ""),
+            (
+                f"store apply, empty store ({size:,})",
+                r.apply_first,
+                "s",
+                f"CPU {median(r.apply_first_cpu):.2f} s" if r.apply_first_cpu else "",
+            ),
+            (
+                f"store apply, nothing changed ({size:,})",
+                r.apply_no_change,
+                "s",
+                f"CPU {median(r.apply_no_change_cpu):.2f} s" if r.apply_no_change_cpu else "",
+            ),
+            (f"no-change re-sync ({size:,})", r.no_change, "s", ""),
+            (f"server peak RSS after baseline ({size:,})", r.peak_rss_mb, "MB", ""),
         ):
             if values:  # the smoke plan runs the service at the middle size only
-                ctx.figure(AREA, name, median(values), unit, samples=values)
+                ctx.figure(AREA, name, median(values), unit, samples=values, note=note)
     factor = sizes[2] / sizes[1]
     limit = factor * 1.2
     for what, pick in (

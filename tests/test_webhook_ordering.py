@@ -32,6 +32,7 @@ from app.store.migrate import upgrade_to_head
 from app.store.models import WebhookEvent, utcnow
 from app.store.reads import read_snapshot
 from app.store.versioning import lock_store_state, record_changes
+from app.store.workset import TeammateWorkset
 from app.sync.baseline import FetchedWorkspace, apply_baseline
 from app.webhooks.applier import MAX_ATTEMPTS, apply_pending_batch
 from app.webhooks.apply import DEFERRED, apply_notification
@@ -309,15 +310,21 @@ def seeded_template(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stores() -> Iterator[tuple[Store, Store, Store]]:
-    """(expected, direct, through the inbox): three stores seeded alike."""
+def stores() -> Iterator[tuple[Store, Store, Store, Store]]:
+    """(expected, direct, through the inbox one by one, through the inbox in one batch): four
+    stores seeded alike."""
     folder = Path(tempfile.mkdtemp(prefix="ordering-"))
     template = seeded_template(folder)
-    trio = (Store(template, "expected"), Store(template, "direct"), Store(template, "inbox"))
+    quartet = (
+        Store(template, "expected"),
+        Store(template, "direct"),
+        Store(template, "inbox"),
+        Store(template, "batched"),
+    )
     try:
-        yield trio
+        yield quartet
     finally:
-        for store in trio:
+        for store in quartet:
             store.close()
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -352,13 +359,15 @@ class Store:
         """One event in its own transaction, as the applier commits it."""
         with self.db.writing() as session:
             state = lock_store_state(session)
+            workset = TeammateWorkset(session)
             outcome = apply_notification(
-                session,
+                workset,
                 event.notification(),
                 version=state.version + 1,
                 now=utcnow(),
                 expected_app_id=WORKSPACE,
             )
+            workset.flush()
             record_changes(session, state, outcome.changes)
         return outcome.status
 
@@ -377,8 +386,21 @@ class Store:
         events deferred because their teammate was not known yet are retried at the end (the
         applier retries them with a backoff of seconds, by when the rest has arrived)."""
         for delivery in sequence:
-            parsed = delivery.notification()
-            with self.db.writing() as session:
+            self._store([delivery])
+            apply_pending_batch(self.db, expected_app_id=WORKSPACE)
+        self._drain()
+
+    def deliver_all_then_apply(self, sequence: list[Event]) -> None:
+        """Store every delivery first, then apply: one batch holds every event, so several
+        events for one teammate apply through one workset before it is written back."""
+        self._store(sequence)
+        apply_pending_batch(self.db, expected_app_id=WORKSPACE)
+        self._drain()
+
+    def _store(self, deliveries: list[Event]) -> None:
+        with self.db.writing() as session:
+            for delivery in deliveries:
+                parsed = delivery.notification()
                 inbox.store_events(
                     session,
                     [
@@ -394,7 +416,10 @@ class Store:
                         )
                     ],
                 )
-            apply_pending_batch(self.db, expected_app_id=WORKSPACE)
+
+    def _drain(self) -> None:
+        """Apply retries until the inbox is empty (the applier retries deferred events with a
+        backoff of seconds, by when the rest has arrived)."""
         for _ in range(MAX_ATTEMPTS):
             with self.db.writing() as session:
                 if not inbox.backlog(session).pending:
@@ -440,15 +465,70 @@ def canonical(events: list[Event]) -> list[Event]:
 )
 @given(case=deliveries())
 def test_any_order_and_duplication_converges_to_the_created_at_order(
-    stores: tuple[Store, Store, Store], case: tuple[list[Event], list[Event]]
+    stores: tuple[Store, Store, Store, Store], case: tuple[list[Event], list[Event]]
 ) -> None:
     events, sequence = case
-    expected_store, direct, through_inbox = (store.reset() for store in stores)
+    expected_store, direct, through_inbox, batched = (store.reset() for store in stores)
 
     expected_store.apply_in_order(canonical(events))
     direct.apply_in_order(sequence)
     through_inbox.deliver_through_inbox(sequence)
+    batched.deliver_all_then_apply(sequence)
 
     expected = expected_store.served()
     assert direct.served() == expected
     assert through_inbox.served() == expected
+    assert batched.served() == expected
+
+
+def _teammate(
+    user_id: str, teams: list[str], *, name: str = "Ada", away: bool = False
+) -> dict[str, Any]:
+    return {
+        "type": "admin",
+        "id": user_id,
+        "name": name,
+        "email": f"{user_id}@acme.example",
+        "away_mode_enabled": away,
+        "away_mode_reassign": False,
+        "has_inbox_seat": True,
+        "team_ids": teams,
+    }
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("TEST_DATABASE_URL", "").strip()),
+    reason="runs on its own SQLite stores whatever the backend: the SQLite pass covers it",
+)
+def test_one_batch_with_many_events_per_teammate_applies_like_one_at_a_time(
+    stores: tuple[Store, Store, Store, Store],
+) -> None:
+    """Several events for one teammate inside one batch: a membership added and removed again,
+    a teammate inserted and then changed, removed and added back, before the batch is written."""
+    t = BASE_TIME
+    events = [
+        # 903 is new: added in two teams, then in one of them only, then away, then signed in.
+        _event(1, ADDED, t + 1, _teammate("903", ["801", "802"])),
+        _event(2, ADDED, t + 2, _teammate("903", ["801"], name="Ada Two")),
+        _event(3, AWAY, t + 3, _teammate("903", ["801"], away=True)),
+        _event(4, LOGGED_IN, t + 4, _teammate("903", ["801"])),
+        # 901 (in 801 at baseline) leaves, comes back in 803, leaves 803 for 801 again.
+        _event(5, REMOVED, t + 5, _teammate("901", [])),
+        _event(6, ADDED, t + 6, _teammate("901", ["803"])),
+        _event(7, ADDED, t + 7, _teammate("901", ["801"])),
+        # 902 (in 802 and 803) changes teams, then is removed.
+        _event(8, ADDED, t + 8, _teammate("902", ["801"], name="Bo")),
+        _event(9, REMOVED, t + 9, _teammate("902", [])),
+        # A teammate unknown until the removal: a tombstone, then an away change to it.
+        _event(10, REMOVED, t + 10, _teammate("904", [])),
+        _event(11, AWAY, t + 11, _teammate("904", [], away=True)),
+    ]
+    expected_store, _, _, batched = (store.reset() for store in stores)
+
+    expected_store.apply_in_order(events)
+    batched.deliver_all_then_apply(events)
+
+    expected = expected_store.served()
+    assert batched.served() == expected
+    members = {team["id"]: team["member_ids"] for team in expected["current"]["teams"]}
+    assert members == {"801": ["901", "903"], "802": [], "803": []}

@@ -124,6 +124,35 @@ class TestSignature:
         assert response.json() == {"status": "accepted"}
         wait_for(lambda: "7100001" in user_ids(service), what="the teammate to be applied")
 
+    def test_a_chunked_delivery_gets_the_same_answers_as_one_with_a_length(
+        self, service: ServiceServer, sim: SimulatorServer
+    ) -> None:
+        # Deliveries with a Content-Length take the fast path; chunked ones go through the
+        # FastAPI route. Both must verify, store and answer alike.
+        admin = new_teammate(sim, "7100002")
+        body = encode_notification(added_envelope(sim, admin))
+
+        def chunked(data: bytes) -> Iterator[bytes]:
+            yield data[:10]
+            yield data[10:]
+
+        first = httpx.post(
+            service.url + WEBHOOK_PATH, content=chunked(body), headers=signed_headers(body)
+        )
+        again = post(service, body)
+        unsigned = httpx.post(
+            service.url + WEBHOOK_PATH,
+            content=chunked(body),
+            headers={"Content-Type": "application/json"},
+        )
+
+        assert first.request.headers.get("transfer-encoding") == "chunked"
+        assert first.status_code == 200, first.text
+        assert first.json() == {"status": "accepted"}
+        assert again.json() == {"status": "duplicate"}
+        assert_error(unsigned, 401, "invalid_signature")
+        wait_for(lambda: "7100002" in user_ids(service), what="the teammate to be applied")
+
     def test_a_reserialised_body_with_the_original_signature_is_refused_and_not_stored(
         self, service: ServiceServer, sim: SimulatorServer, database_url: str
     ) -> None:

@@ -39,6 +39,8 @@ class Notification:
     created_at: int | None
     item: dict[str, Any]
     item_id: str | None
+    # The teammate `item` describes, for the admin state topics (validated once, here).
+    teammate: IntercomAdmin | None = None
 
 
 # The latest Unix time a datetime can hold (9999-12-31T23:59:59Z); it also fits a BIGINT.
@@ -106,13 +108,15 @@ def parse_notification(body: bytes) -> Notification:
     if created_at is None:
         created_at = _as_timestamp(payload.get("first_sent_at"))
     item_id: str | None = None
+    teammate: IntercomAdmin | None = None
     if topic in ADMIN_STATE_TOPICS:
         try:
-            item_id = IntercomAdmin.model_validate(item).id
+            teammate = IntercomAdmin.model_validate(item)
         except ValueError:
             raise InvalidNotification(
                 f"data.item of {topic} is not a teammate with an id"
             ) from None
+        item_id = teammate.id
         if len(item_id) > 64:
             raise InvalidNotification("the teammate id is longer than 64 characters")
     return Notification(
@@ -122,6 +126,7 @@ def parse_notification(body: bytes) -> Notification:
         created_at=created_at,
         item=item,
         item_id=item_id,
+        teammate=teammate,
     )
 
 

@@ -3,15 +3,35 @@ that the baseline sync and the webhook applier make to them."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
+from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, and_, bindparam, delete, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import (
+    AddConstraint,
+    CreateIndex,
+    DropConstraint,
+    DropIndex,
+    ExecutableDDLElement,
+)
 
+from app.store.bulk import bulk_insert, driver_rows
 from app.store.models import Membership, Role, Team, User
 
 # The fields of a teammate that come from Intercom and are served to C1.
@@ -54,7 +74,7 @@ class Directory:
     roles: dict[str, str | None] = field(default_factory=dict)
 
 
-_USER_COLUMNS = (
+USER_COLUMNS = (
     User.id,
     *(getattr(User, name) for name in USER_FIELDS),
     User.removed_at,
@@ -66,7 +86,7 @@ _USER_COLUMNS = (
 )
 
 
-def _stored_user(row: Any) -> StoredUser:
+def stored_user(row: Any) -> StoredUser:
     return StoredUser(
         id=row.id,
         fields={name: getattr(row, name) for name in USER_FIELDS},
@@ -79,59 +99,71 @@ def _stored_user(row: Any) -> StoredUser:
     )
 
 
+_ALL_USERS = select(*USER_COLUMNS)
+_ALL_TEAMS = select(Team.id, Team.name)
+_ALL_ROLES = select(Role.id, Role.name)
+_ALL_MEMBERSHIPS = select(Membership.team_id, Membership.user_id)
+# `load_directory` builds StoredUser positionally from USER_COLUMNS' order.
+assert [column.key for column in USER_COLUMNS[len(USER_FIELDS) + 1 :]] == [
+    f.name for f in dataclasses.fields(StoredUser)[2:]
+]
+
+
 def load_directory(session: Session) -> Directory:
-    directory = Directory()
-    for row in session.execute(select(*_USER_COLUMNS)):
-        directory.users[row.id] = _stored_user(row)
-    directory.teams = {row.id: row.name for row in session.execute(select(Team.id, Team.name))}
-    directory.memberships = {
-        (row.team_id, row.user_id)
-        for row in session.execute(select(Membership.team_id, Membership.user_id))
-    }
-    directory.roles = {row.id: row.name for row in session.execute(select(Role.id, Role.name))}
-    return directory
+    """The whole directory, for a baseline's diff: ~60,000 rows at 10k teammates, so as the
+    driver's own tuples rather than through SQLAlchemy's result rows (half the cost of a
+    no-change baseline's apply went there). Teammates' values go through their columns'
+    result processors (booleans, UTC datetimes), skipped for NULL, which they return as is."""
+    connection = session.connection()
+    dialect = connection.dialect
+    processors = [
+        (index, process)
+        for index, column in enumerate(USER_COLUMNS)
+        if (process := column.type.dialect_impl(dialect).result_processor(dialect, None))
+        is not None
+    ]
+    users: dict[str, StoredUser] = {}
+    split = len(USER_FIELDS) + 1
+    for raw in driver_rows(connection, _ALL_USERS):
+        row = list(raw)
+        for index, process in processors:
+            if row[index] is not None:
+                row[index] = process(row[index])
+        users[row[0]] = StoredUser(
+            row[0], dict(zip(USER_FIELDS, row[1:split], strict=True)), *row[split:]
+        )
+    return Directory(
+        users=users,
+        teams=dict(connection.execute(_ALL_TEAMS).all()),
+        memberships=set(driver_rows(connection, _ALL_MEMBERSHIPS)),
+        roles=dict(connection.execute(_ALL_ROLES).all()),
+    )
 
 
-# The webhook applier runs these once or more per event, so they are built once and run on the
-# session's connection (Core): building a statement and going through the ORM's execution path
-# cost several times more than the query itself. No ORM-mapped teammate, team or membership
-# objects live in these sessions, so there is nothing for the ORM to flush or synchronize.
 _USER_TABLE = cast(Table, User.__table__)
 _MEMBERSHIP_TABLE = cast(Table, Membership.__table__)
-_GET_USER = select(*_USER_COLUMNS).where(User.id == bindparam("user_id"))
-_USER_TEAM_IDS = select(Membership.team_id).where(Membership.user_id == bindparam("user_id"))
-_KNOWN_TEAM_IDS = select(Team.id).where(Team.id.in_(bindparam("team_ids", expanding=True)))
+_TEAM_TABLE = cast(Table, Team.__table__)
+_USER_FIELD_VALUES = itemgetter(*USER_FIELDS)
 
 
-def _insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Bulk insert (one executemany per set of keys, as the ORM's bulk insert groups them)."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row), []).append(row)
-    connection = session.connection()
-    for group in groups.values():
-        connection.execute(insert(table), group)
-
-
-def get_user(session: Session, user_id: str) -> StoredUser | None:
-    row = session.connection().execute(_GET_USER, {"user_id": user_id}).one_or_none()
-    return _stored_user(row) if row is not None else None
-
-
-def user_team_ids(session: Session, user_id: str) -> set[str]:
-    return set(session.connection().execute(_USER_TEAM_IDS, {"user_id": user_id}).scalars())
-
-
-def known_team_ids(session: Session, team_ids: Iterable[str]) -> set[str]:
-    wanted = list(set(team_ids))
-    if not wanted:
-        return set()
-    return set(session.connection().execute(_KNOWN_TEAM_IDS, {"team_ids": wanted}).scalars())
-
-
-def insert_users(session: Session, rows: list[dict[str, Any]]) -> None:
+def insert_users(
+    session: Session, users: Iterable[tuple[str, dict[str, Any]]], *, version: int
+) -> None:
+    """Insert new teammates from (id, fields) with every USER_FIELDS, as parsed from Intercom:
+    plain str, bool and None values, which both drivers bind as the columns' own processors
+    would (SQLite stores a bool as 0/1 either way), so no processing per row is needed."""
+    # In primary-key order: SQLite appends to its B-tree instead of splitting pages all over.
+    rows = [
+        (uid, *_USER_FIELD_VALUES(fields), version)
+        for uid, fields in sorted(users, key=itemgetter(0))
+    ]
     if rows:
-        _insert_rows(session, _USER_TABLE, rows)
+        bulk_insert(
+            session,
+            _USER_TABLE,
+            ("id", *USER_FIELDS, "updated_version"),
+            rows,
+        )
 
 
 def update_users(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -153,9 +185,11 @@ def upsert_teams(
     session: Session, new: dict[str, str | None], changed: dict[str, str | None], *, version: int
 ) -> None:
     if new:
-        session.execute(
-            insert(Team),
-            [{"id": tid, "name": name, "updated_version": version} for tid, name in new.items()],
+        bulk_insert(
+            session,
+            _TEAM_TABLE,
+            ("id", "name", "updated_version"),
+            [(tid, name, version) for tid, name in sorted(new.items())],
         )
     if changed:
         session.connection().execute(
@@ -173,12 +207,75 @@ def delete_teams(session: Session, team_ids: Iterable[str]) -> None:
         session.execute(delete(Team).where(Team.id.in_(ids)))
 
 
-def add_memberships(session: Session, pairs: Iterable[tuple[str, str]]) -> None:
+# Below this many rows, checking each one as it goes in costs less than the rebuild below.
+BULK_LOAD_MIN_ROWS = 5_000
+
+
+def add_memberships(
+    session: Session, pairs: Iterable[tuple[str, str]], *, into_empty_store: bool = False
+) -> None:
+    """Insert memberships. `into_empty_store`: the caller's transaction began on a store with
+    no teammates and no memberships (a first baseline), so a large insert may suspend the
+    table's upkeep (see `_suspend_membership_upkeep`) and redo it once at the end."""
     # In primary-key order: appending to the index costs SQLite a fifth less than inserting
-    # all over it (a baseline adds ~50,000 at once).
-    rows = [{"team_id": team_id, "user_id": user_id} for team_id, user_id in sorted(pairs)]
-    if rows:
-        _insert_rows(session, _MEMBERSHIP_TABLE, rows)
+    # all over it (a baseline adds ~50,000 at once). Grouped by team and each team's members
+    # sorted as plain strings: several times cheaper than sorting the pairs as tuples.
+    by_team: dict[str, list[str]] = {}
+    for team_id, user_id in pairs:
+        by_team.setdefault(team_id, []).append(user_id)
+    rows = [
+        (team_id, user_id) for team_id in sorted(by_team) for user_id in sorted(by_team[team_id])
+    ]
+    if not rows:
+        return
+    connection = session.connection()
+    suspended: list[ExecutableDDLElement] = []
+    if into_empty_store and len(rows) >= BULK_LOAD_MIN_ROWS:
+        suspended = _suspend_membership_upkeep(connection)
+    bulk_insert(session, _MEMBERSHIP_TABLE, ("team_id", "user_id"), rows)
+    for restore in suspended:
+        connection.execute(restore)
+
+
+def _suspend_membership_upkeep(connection: Connection) -> list[ExecutableDDLElement]:
+    """Drop what makes each inserted membership expensive and return the DDL that puts it
+    back, to run after the insert in the same transaction (DDL is transactional on both
+    backends, so a failed baseline rolls it back with everything else).
+
+    SQLite: rows arrive in primary-key order but in random `user_id` order, so each lands on
+    another page of `ix_membership_user_id`; at 50k teammates (250,000 rows) that index
+    outgrows the page cache and its upkeep took 2/3 of the insert. CREATE INDEX sorts once.
+
+    PostgreSQL: the two foreign keys are checked by a trigger per row, each a lookup that also
+    locks the team and teammate rows: ~85 % of the insert. ADD CONSTRAINT validates all rows
+    with one join. Dropping a foreign key takes ACCESS EXCLUSIVE locks on the three tables
+    until the commit, so they are taken NOWAIT first: if any reader holds one, the insert goes
+    the ordinary way (waiting could deadlock with a reader that goes on to another of these
+    tables); once held, readers queue behind this transaction, which only happens on an empty
+    store where there is nothing for them to read yet.
+    """
+    if connection.dialect.name == "sqlite":
+        indexes = sorted(_MEMBERSHIP_TABLE.indexes, key=lambda index: str(index.name))
+        for index in indexes:
+            connection.execute(DropIndex(index))
+        return [CreateIndex(index) for index in indexes]
+    if connection.dialect.name != "postgresql":
+        return []
+    tables = ", ".join(
+        connection.dialect.identifier_preparer.format_table(table)
+        for table in (_TEAM_TABLE, _USER_TABLE, _MEMBERSHIP_TABLE)
+    )
+    try:
+        with connection.begin_nested():
+            connection.exec_driver_sql(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE NOWAIT")
+    except OperationalError:
+        return []
+    constraints = sorted(
+        _MEMBERSHIP_TABLE.foreign_key_constraints, key=lambda constraint: str(constraint.name)
+    )
+    for constraint in constraints:
+        connection.execute(DropConstraint(constraint))
+    return [AddConstraint(constraint) for constraint in constraints]
 
 
 def remove_memberships(session: Session, pairs: Iterable[tuple[str, str]]) -> None:
@@ -218,31 +315,3 @@ def unused_role_ids(session: Session) -> set[str]:
     """Roles no active teammate holds any more (roles are only known through holders)."""
     held = select(User.role_id).where(and_(User.role_id.is_not(None), User.removed_at.is_(None)))
     return set(session.execute(select(Role.id).where(Role.id.not_in(held))).scalars())
-
-
-def touch_users(session: Session, user_ids: Iterable[str], *, version: int) -> None:
-    ids = list(user_ids)
-    for start in range(0, len(ids), 500):
-        session.execute(
-            update(User)
-            .where(or_(*[User.id.in_(ids[start : start + 500])]))
-            .values(updated_version=version)
-        )
-
-
-@lru_cache(maxsize=64)
-def _update_user_statement(keys: tuple[str, ...]) -> Update:
-    return (
-        update(_USER_TABLE)
-        .where(_USER_TABLE.c.id == bindparam("b_id"))
-        .values({key: bindparam(f"b_{key}") for key in keys})
-    )
-
-
-def update_user(session: Session, user_id: str, values: dict[str, Any]) -> None:
-    if not values:
-        return
-    statement = _update_user_statement(tuple(values))
-    params = {f"b_{key}": value for key, value in values.items()}
-    params["b_id"] = user_id
-    session.connection().execute(statement, params)

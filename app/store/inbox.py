@@ -55,38 +55,54 @@ def store_events(session: Session, events: list[NewEvent]) -> list[bool]:
 
     Returns, per event, True when it was new and False for a duplicate (whose stored row then
     counts one more delivery)."""
-    insert_new = _insert_unless_stored(session.get_bind().dialect.name)
     connection = session.connection()
-    outcomes: list[bool] = []
-    for event in events:
-        values: dict[str, Any] = {
-            "notification_id": event.notification_id,
-            "topic": event.topic,
-            "app_id": event.app_id,
-            "item_id": event.item_id,
-            "notification_created_at": event.notification_created_at,
-            "received_at": event.received_at,
-            "status": event.status,
-            "raw_body": event.raw_body,
-            "error": event.error,
-            "deliveries": 1,
-            "attempts": 0,
-            "next_attempt_at": event.received_at if event.status == PENDING else None,
-        }
-        # Statements built once, run on the session's connection with the row as parameters:
-        # this runs for every delivery, and building a statement around literal values and
-        # going through the ORM's bulk-insert path cost more than the insert itself.
+    first_of: dict[str, int] = {}  # notification id -> index of its first delivery here
+    new_rows: list[dict[str, Any]] = []
+    unnamed_rows: list[dict[str, Any]] = []
+    for index, event in enumerate(events):
         if event.notification_id is None:
-            connection.execute(_INSERT_EVENT, values)
-            outcomes.append(True)
-            continue
-        # RETURNING, not rowcount: with an implicit RETURNING (SQLAlchemy 2.1) psycopg reports
-        # rowcount -1 even when the row went in, which made every new delivery a "duplicate".
-        inserted = connection.execute(insert_new, values).first() is not None
-        if not inserted:
-            connection.execute(_COUNT_DELIVERY, {"b_notification_id": event.notification_id})
-        outcomes.append(inserted)
+            unnamed_rows.append(_row(event))
+        elif event.notification_id not in first_of:
+            first_of[event.notification_id] = index
+            new_rows.append(_row(event))
+    # One statement per batch (SQLAlchemy sends executemany with RETURNING as multi-row
+    # INSERTs): the intake writer stores whatever queued up while the last commit ran.
+    inserted: set[str] = set()
+    if new_rows:
+        statement = _insert_unless_stored(session.get_bind().dialect.name)
+        inserted = set(connection.execute(statement, new_rows).scalars())
+    if unnamed_rows:
+        connection.execute(_INSERT_EVENT, unnamed_rows)
+    outcomes = [
+        event.notification_id is None
+        or (first_of[event.notification_id] == index and event.notification_id in inserted)
+        for index, event in enumerate(events)
+    ]
+    repeats = [
+        {"b_notification_id": event.notification_id}
+        for event, new in zip(events, outcomes, strict=True)
+        if not new
+    ]
+    if repeats:
+        connection.execute(_COUNT_DELIVERY, repeats)
     return outcomes
+
+
+def _row(event: NewEvent) -> dict[str, Any]:
+    return {
+        "notification_id": event.notification_id,
+        "topic": event.topic,
+        "app_id": event.app_id,
+        "item_id": event.item_id,
+        "notification_created_at": event.notification_created_at,
+        "received_at": event.received_at,
+        "status": event.status,
+        "raw_body": event.raw_body,
+        "error": event.error,
+        "deliveries": 1,
+        "attempts": 0,
+        "next_attempt_at": event.received_at if event.status == PENDING else None,
+    }
 
 
 _INSERT_EVENT = insert(WebhookEvent)
@@ -99,15 +115,17 @@ _COUNT_DELIVERY = (
 
 @lru_cache(maxsize=4)
 def _insert_unless_stored(dialect: str) -> Any:
-    """INSERT … ON CONFLICT (notification_id) DO NOTHING RETURNING id, for `dialect`."""
+    """INSERT … ON CONFLICT (notification_id) DO NOTHING RETURNING notification_id."""
     if dialect == "postgresql":
         statement: Any = postgresql.insert(WebhookEvent)
     elif dialect == "sqlite":
         statement = sqlite.insert(WebhookEvent)
     else:  # pragma: no cover - only the two supported backends reach here
         raise RuntimeError(f"unsupported database {dialect}")
+    # RETURNING, not rowcount: psycopg reports rowcount -1 for an INSERT with RETURNING, and
+    # an executemany's rowcount would not say which rows went in anyway.
     return statement.on_conflict_do_nothing(index_elements=["notification_id"]).returning(
-        WebhookEvent.id
+        WebhookEvent.notification_id
     )
 
 

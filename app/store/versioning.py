@@ -7,12 +7,17 @@ versions commit in order and a change-feed reader never sees version N+1 before 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
+from operator import itemgetter
+from typing import cast
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.orm import Session
 
+from app.store.bulk import bulk_insert, bulk_value
 from app.store.models import ChangeLogEntry, StoreState, utcnow
 
 USER = "user"
@@ -42,6 +47,10 @@ class ChangeSet:
 
     def delete(self, resource_type: str, resource_id: str) -> None:
         self.ops[(resource_type, resource_id)] = DELETE
+
+    def upsert_many(self, resource_type: str, resource_ids: Iterable[str]) -> None:
+        """`upsert` for each id, at C speed (a first baseline records ~60,000)."""
+        self.ops.update(dict.fromkeys(zip(repeat(resource_type), resource_ids), UPSERT))
 
     def merge(self, other: ChangeSet) -> None:
         self.ops.update(other.ops)
@@ -75,28 +84,30 @@ def record_changes(
 ) -> int:
     """Bump the version once for `changes` and log them; returns the version now current.
 
-    An empty change set leaves the version (and so every ETag) untouched.
-    """
+    An empty change set leaves the version (and so every ETag) untouched. The log rows go in
+    ordered by type, then id, through the driver in one go: a first baseline logs ~60,000."""
     if not changes:
         return state.version
     new_version = state.version + 1
     when = at or utcnow()
     state.version = new_version
     state.version_at = when
-    # Core executemany on the session's connection: a first baseline logs tens of thousands of
-    # rows, and the ORM's bulk-insert bookkeeping would double the cost of writing them.
-    session.connection().execute(
-        insert(ChangeLogEntry),
-        [
-            {
-                "version": new_version,
-                "resource_type": resource_type,
-                "resource_id": resource_id,
-                "op": op,
-                "at": when,
-            }
-            for (resource_type, resource_id), op in sorted(changes.ops.items())
-        ],
+    table = cast(Table, ChangeLogEntry.__table__)
+    at_value = bulk_value(session, table.c.at, when)  # bound once, not once per row
+    # Sorting each type's ids as plain strings is several times cheaper than comparing tuples.
+    by_type: dict[str, list[tuple[str, str]]] = {}
+    for (resource_type, resource_id), op in changes.ops.items():
+        by_type.setdefault(resource_type, []).append((resource_id, op))
+    rows = [
+        (new_version, resource_type, resource_id, op, at_value)
+        for resource_type in sorted(by_type)
+        for resource_id, op in sorted(by_type[resource_type], key=itemgetter(0))
+    ]
+    bulk_insert(
+        session,
+        table,
+        ("version", "resource_type", "resource_id", "op", "at"),
+        rows,
     )
     session.flush()
     return new_version

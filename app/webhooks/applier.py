@@ -32,6 +32,7 @@ from app.store.versioning import (
     read_store_state,
     record_changes,
 )
+from app.store.workset import TeammateWorkset
 from app.webhooks.apply import APPLIED, DEFERRED, IGNORED, EventOutcome, apply_notification
 
 logger = logging.getLogger(__name__)
@@ -85,10 +86,9 @@ def _apply_batch(
         version = state.version + 1
         changes = ChangeSet()
         marks: list[dict[str, Any]] = []
-        for event in events:
-            outcome, error = _apply_one(
-                session, event, version=version, now=now, app_id=app_id, isolate=isolate
-            )
+        apply = _apply_each_alone if isolate else _apply_together
+        outcomes = apply(session, events, version=version, now=now, app_id=app_id)
+        for event, (outcome, error) in zip(events, outcomes, strict=True):
             marks.append(_mark(event, outcome, error, now))
             if outcome is not None:
                 changes.merge(outcome.changes)
@@ -110,32 +110,70 @@ def _apply_batch(
     return result
 
 
-def _apply_one(
+Outcomes = list[tuple[EventOutcome | None, str | None]]
+
+
+def _apply_together(
     session: Session,
-    event: inbox.PendingEvent,
+    events: list[inbox.PendingEvent],
     *,
     version: int,
     now: datetime,
     app_id: str | None,
-    isolate: bool,
-) -> tuple[EventOutcome | None, str | None]:
-    def apply() -> EventOutcome:
-        notification = parse_notification(event.raw_body)
-        return apply_notification(
-            session, notification, version=version, now=now, expected_app_id=app_id
+) -> Outcomes:
+    """Apply the whole batch through one workset: the teammates and teams it names are read
+    in a few queries and written back in a few statements. Any error fails the batch (and
+    the caller replays it event by event)."""
+    notifications = [parse_notification(event.raw_body) for event in events]
+    workset = TeammateWorkset(session)
+    workset.load(
+        (n.teammate.id for n in notifications if n.teammate is not None),
+        (tid for n in notifications if n.teammate is not None for tid in n.teammate.team_ids),
+    )
+    outcomes: Outcomes = [
+        (
+            apply_notification(
+                workset, notification, version=version, now=now, expected_app_id=app_id
+            ),
+            None,
         )
+        for notification in notifications
+    ]
+    workset.flush()
+    return outcomes
 
-    if not isolate:
-        return apply(), None
-    savepoint = session.begin_nested()
-    try:
-        outcome = apply()
-    except Exception as exc:
-        savepoint.rollback()
-        logger.warning("webhook event %s failed: %s", event.notification_id, exc)
-        return None, f"{type(exc).__name__}: {exc}"
-    savepoint.commit()
-    return outcome, None
+
+def _apply_each_alone(
+    session: Session,
+    events: list[inbox.PendingEvent],
+    *,
+    version: int,
+    now: datetime,
+    app_id: str | None,
+) -> Outcomes:
+    """Apply each event under a savepoint of its own, so a failing one is rolled back (and
+    retried or failed) alone while the rest of the batch applies."""
+    outcomes: Outcomes = []
+    for event in events:
+        savepoint = session.begin_nested()
+        try:
+            workset = TeammateWorkset(session)
+            outcome = apply_notification(
+                workset,
+                parse_notification(event.raw_body),
+                version=version,
+                now=now,
+                expected_app_id=app_id,
+            )
+            workset.flush()
+        except Exception as exc:
+            savepoint.rollback()
+            logger.warning("webhook event %s failed: %s", event.notification_id, exc)
+            outcomes.append((None, f"{type(exc).__name__}: {exc}"))
+            continue
+        savepoint.commit()
+        outcomes.append((outcome, None))
+    return outcomes
 
 
 def _mark(

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from app.intercom.models import IntercomAdmin
 from app.intercom.notifications import (
     ACTIVITY_LOG_TOPIC,
@@ -32,6 +30,7 @@ from app.store.versioning import (
     membership_grant_id,
     role_grant_id,
 )
+from app.store.workset import TeammateWorkset
 from app.sync.baseline import user_fields_from_admin
 
 APPLIED = "applied"
@@ -52,15 +51,15 @@ def _when(created_at: int) -> datetime:
 
 
 def apply_notification(
-    session: Session,
+    workset: TeammateWorkset,
     notification: Notification,
     *,
     version: int,
     now: datetime,
     expected_app_id: str | None,
 ) -> EventOutcome:
-    """Apply one notification in the caller's transaction. `version` is the version the
-    transaction will commit as, stamped on changed rows."""
+    """Apply one notification to `workset` (the caller flushes it in its transaction).
+    `version` is the version the transaction will commit as, stamped on changed rows."""
     if expected_app_id and notification.app_id and notification.app_id != expected_app_id:
         return EventOutcome(IGNORED, f"notification for workspace {notification.app_id}")
     topic = notification.topic
@@ -70,13 +69,15 @@ def apply_notification(
                 APPLIED, "scheduled a refresh of teammates and teams", needs_refresh=True
             )
         return EventOutcome(IGNORED, "activity type does not affect access")
+    admin = notification.teammate
+    if admin is None:
+        return EventOutcome(IGNORED, f"topic {topic} is not handled")
     created_at = notification.created_at
     if created_at is None:
         created_at = int(now.timestamp())
-    admin = IntercomAdmin.model_validate(notification.item)
     if topic == "admin.added_to_workspace":
         return _apply_added(
-            session,
+            workset,
             admin,
             created_at,
             version=version,
@@ -85,19 +86,19 @@ def apply_notification(
         )
     if topic == "admin.removed_from_workspace":
         return _apply_removed(
-            session, admin, created_at, version=version, now=now, sent=notification.item.keys()
+            workset, admin, created_at, version=version, now=now, sent=notification.item.keys()
         )
     if topic == "admin.away_mode_updated":
-        return _apply_away(session, admin, created_at, version=version, now=now)
+        return _apply_away(workset, admin, created_at, version=version, now=now)
     if topic in ("admin.logged_in", "admin.logged_out"):
         return _apply_login(
-            session, admin, created_at, version=version, logged_in=topic == "admin.logged_in"
+            workset, admin, created_at, version=version, logged_in=topic == "admin.logged_in"
         )
     return EventOutcome(IGNORED, f"topic {topic} is not handled")
 
 
 def _apply_added(
-    session: Session,
+    workset: TeammateWorkset,
     admin: IntercomAdmin,
     created_at: int,
     *,
@@ -105,7 +106,7 @@ def _apply_added(
     now: datetime,
     has_team_ids: bool,
 ) -> EventOutcome:
-    user = store.get_user(session, admin.id)
+    user = workset.get_user(admin.id)
     if user is not None and user.event_watermark is not None and created_at <= user.event_watermark:
         return EventOutcome(IGNORED, "older than the newest notification applied to this teammate")
     if user is not None and user.removed_at is not None and _when(created_at) <= user.removed_at:
@@ -132,9 +133,7 @@ def _apply_added(
         "event_applied_at": now,
     }
     if user is None:
-        store.insert_users(
-            session, [{"id": admin.id, **fields, **bookkeeping, "updated_version": version}]
-        )
+        workset.insert_user({"id": admin.id, **fields, **bookkeeping, "updated_version": version})
         outcome.changes.upsert(USER, admin.id)
     else:
         values: dict[str, Any] = {**bookkeeping}
@@ -143,16 +142,16 @@ def _apply_added(
             outcome.changes.upsert(USER, admin.id)
             if fields["role_id"] and (not user.active or user.fields["role_id"] is None):
                 outcome.changes.upsert(GRANT, role_grant_id(fields["role_id"], admin.id))
-        store.update_user(session, admin.id, values)
+        workset.update_user(admin.id, values)
     if has_team_ids:
-        known = store.known_team_ids(session, admin.team_ids)
+        known = workset.known_team_ids(admin.team_ids)
         if len(known) < len(set(admin.team_ids)):
             outcome.needs_refresh = True  # a team we have not seen yet: fetch the teams
-        current = store.user_team_ids(session, admin.id) if user is not None else set()
+        current = workset.user_team_ids(admin.id) if user is not None else set()
         added = known - current
         removed = current - known
-        store.add_memberships(session, [(tid, admin.id) for tid in added])
-        store.remove_memberships(session, [(tid, admin.id) for tid in removed])
+        workset.add_memberships([(tid, admin.id) for tid in added])
+        workset.remove_memberships([(tid, admin.id) for tid in removed])
         for tid in added:
             outcome.changes.upsert(GRANT, membership_grant_id(tid, admin.id))
         for tid in removed:
@@ -161,7 +160,7 @@ def _apply_added(
 
 
 def _apply_removed(
-    session: Session,
+    workset: TeammateWorkset,
     admin: IntercomAdmin,
     created_at: int,
     *,
@@ -169,25 +168,22 @@ def _apply_removed(
     now: datetime,
     sent: Iterable[str],
 ) -> EventOutcome:
-    user = store.get_user(session, admin.id)
+    user = workset.get_user(admin.id)
     if user is not None and user.event_watermark is not None and created_at < user.event_watermark:
         return EventOutcome(IGNORED, "older than the newest notification applied to this teammate")
     bookkeeping = {"event_watermark": created_at, "event_applied_at": now}
     if user is None:
         # Keep a tombstone with the watermark, so a late, older "added" cannot resurrect them.
         fields = user_fields_from_admin(admin, roles_supported=False)
-        store.insert_users(
-            session,
-            [
-                {
-                    "id": admin.id,
-                    **fields,
-                    **bookkeeping,
-                    "away_watermark": created_at,
-                    "removed_at": _when(created_at),
-                    "updated_version": version,
-                }
-            ],
+        workset.insert_user(
+            {
+                "id": admin.id,
+                **fields,
+                **bookkeeping,
+                "away_watermark": created_at,
+                "removed_at": _when(created_at),
+                "updated_version": version,
+            }
         )
         outcome = EventOutcome(APPLIED, "teammate was not known; tombstone recorded")
         _tombstone_changed(outcome, admin.id)
@@ -205,15 +201,14 @@ def _apply_removed(
         values: dict[str, Any] = {**bookkeeping, **tombstone, "removed_at": removed_at}
         if changed:
             values["updated_version"] = version
-        store.update_user(session, admin.id, values)
+        workset.update_user(admin.id, values)
         outcome = EventOutcome(APPLIED, "teammate was already removed")
         if changed:
             _tombstone_changed(outcome, admin.id)
         return outcome
     outcome = EventOutcome(APPLIED)
     role_id = user.fields["role_id"]
-    store.update_user(
-        session,
+    workset.update_user(
         admin.id,
         {
             **bookkeeping,
@@ -226,8 +221,8 @@ def _apply_removed(
     outcome.changes.delete(USER, admin.id)
     if role_id:
         outcome.changes.delete(GRANT, role_grant_id(role_id, admin.id))
-    team_ids = store.user_team_ids(session, admin.id)
-    store.remove_memberships(session, [(tid, admin.id) for tid in team_ids])
+    team_ids = workset.user_team_ids(admin.id)
+    workset.remove_memberships([(tid, admin.id) for tid in team_ids])
     for tid in team_ids:
         outcome.changes.delete(GRANT, membership_grant_id(tid, admin.id))
     return outcome
@@ -252,9 +247,9 @@ def _removal_fields(
 
 
 def _apply_away(
-    session: Session, admin: IntercomAdmin, created_at: int, *, version: int, now: datetime
+    workset: TeammateWorkset, admin: IntercomAdmin, created_at: int, *, version: int, now: datetime
 ) -> EventOutcome:
-    user = store.get_user(session, admin.id)
+    user = workset.get_user(admin.id)
     if user is None:
         return EventOutcome(DEFERRED, "teammate not known yet", needs_refresh=True)
     if user.away_watermark is not None and created_at <= user.away_watermark:
@@ -273,14 +268,19 @@ def _apply_away(
             outcome.changes.upsert(USER, admin.id)
         else:
             _tombstone_changed(outcome, admin.id)
-    store.update_user(session, admin.id, values)
+    workset.update_user(admin.id, values)
     return outcome
 
 
 def _apply_login(
-    session: Session, admin: IntercomAdmin, created_at: int, *, version: int, logged_in: bool
+    workset: TeammateWorkset,
+    admin: IntercomAdmin,
+    created_at: int,
+    *,
+    version: int,
+    logged_in: bool,
 ) -> EventOutcome:
-    user = store.get_user(session, admin.id)
+    user = workset.get_user(admin.id)
     if user is None:
         return EventOutcome(DEFERRED, "teammate not known yet", needs_refresh=True)
     when = _when(created_at)
@@ -297,7 +297,7 @@ def _apply_login(
             outcome.changes.upsert(USER, admin.id)
         else:
             _tombstone_changed(outcome, admin.id)
-    store.update_user(session, admin.id, values)
+    workset.update_user(admin.id, values)
     return outcome
 
 

@@ -1,0 +1,117 @@
+"""Taking one webhook delivery (spec §3.1): verify the signature over the raw bytes, store the
+notification durably, and say what to answer. It never calls Intercom and never applies inline,
+and no answer it gives is a 410, which would make Intercom disable the subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+
+from app.intercom.notifications import (
+    HANDLED_TOPICS,
+    PING_TOPIC,
+    InvalidNotification,
+    parse_notification,
+)
+from app.intercom.signature import signature_is_valid
+from app.metrics import WEBHOOKS
+from app.services import Services
+from app.store import inbox
+from app.store.inbox import NewEvent
+from app.store.models import utcnow
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What to answer: 200 with `outcome` as the status, or an error."""
+
+    status: int
+    # accepted | duplicate | ignored | rejected | unauthorized | too_large | unconfigured
+    outcome: str
+    error_code: str | None = None
+    message: str | None = None
+
+
+async def take_delivery(services: Services, body: bytes | None, signature: str | None) -> Receipt:
+    """`body` is None when it was over MAX_BODY_BYTES (and so not read to the end)."""
+    receipt = await _take(services, body, signature)
+    WEBHOOKS.labels(receipt.outcome).inc()
+    return receipt
+
+
+async def _take(services: Services, body: bytes | None, signature: str | None) -> Receipt:
+    secret = services.settings.intercom_client_secret
+    if secret is None:
+        return Receipt(
+            503,
+            "unconfigured",
+            "webhook_secret_not_configured",
+            "INTERCOM_CLIENT_SECRET is not set, so signatures cannot be verified",
+        )
+    if body is None:
+        return Receipt(413, "too_large", "payload_too_large", "webhook bodies are limited to 1 MiB")
+    if not signature_is_valid(body, signature, secret.get_secret_value()):
+        return Receipt(
+            401,
+            "unauthorized",
+            "invalid_signature",
+            "X-Hub-Signature is missing or does not match the body",
+        )
+    received_at = utcnow()
+    try:
+        notification = parse_notification(body)
+    except InvalidNotification as exc:
+        # Kept, so that an operator can see what Intercom (or someone with the secret) sent.
+        await services.inbox_writer.store(
+            NewEvent(
+                notification_id=None,
+                topic=None,
+                app_id=None,
+                item_id=None,
+                notification_created_at=None,
+                received_at=received_at,
+                status=inbox.REJECTED,
+                raw_body=body,
+                error=str(exc),
+            )
+        )
+        logger.warning("rejected a signed webhook: %s", exc)
+        return Receipt(
+            400, "rejected", "invalid_notification", f"not an Intercom notification: {exc}"
+        )
+    if notification.topic == PING_TOPIC:
+        return Receipt(200, "ignored")
+    status = inbox.PENDING
+    reason = None
+    expected = services.known_workspace_id()
+    if expected is None:
+        expected = await run_in_threadpool(services.expected_workspace_id)
+    if notification.topic not in HANDLED_TOPICS:
+        status, reason = inbox.IGNORED, f"topic {notification.topic} is not handled"
+    elif expected and notification.app_id and notification.app_id != expected:
+        status, reason = inbox.IGNORED, f"notification for workspace {notification.app_id}"
+    if reason:
+        logger.info("ignoring webhook %s: %s", notification.id, reason)
+    stored = await services.inbox_writer.store(
+        NewEvent(
+            notification_id=notification.id,
+            topic=notification.topic,
+            app_id=notification.app_id,
+            item_id=notification.item_id,
+            notification_created_at=notification.created_at,
+            received_at=received_at,
+            status=status,
+            raw_body=body,
+            error=reason,
+        )
+    )
+    if not stored:
+        return Receipt(200, "duplicate")
+    return Receipt(200, "accepted" if status == inbox.PENDING else "ignored")
