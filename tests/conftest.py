@@ -14,7 +14,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.simulator import SimulatorServer, generate_workspace
-from app.store.engine import normalize_database_url
+from app.store.engine import Database, create_database, normalize_database_url
+from app.store.migrate import upgrade_to_head
 from tests.support import SIM_SECRET, SIM_TOKEN, ServiceServer, make_settings
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
@@ -41,6 +42,15 @@ def database_url(tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Database]:
+    """The store at `database_url`, migrated to head."""
+    upgrade_to_head(database_url)
+    db = create_database(database_url)
+    yield db
+    db.dispose()
 
 
 @pytest.fixture

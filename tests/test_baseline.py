@@ -4,16 +4,14 @@ also pinned at the function level, against a migrated store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from app.intercom.models import IntercomAdmin, IntercomTeam, IntercomWorkspace
 from app.simulator import SimAdmin, SimulatorServer
-from app.store.engine import Database, create_database
-from app.store.migrate import upgrade_to_head
+from app.store.engine import Database
 from app.store.models import utcnow
 from app.store.versioning import current_version
 from app.sync.baseline import (
@@ -320,14 +318,6 @@ class TestMassRemovalBrake:
 
 
 # ---- the brake at the function level -------------------------------------------------------
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Database]:
-    upgrade_to_head(database_url)
-    db = create_database(database_url)
-    yield db
-    db.dispose()
 
 
 def fetched(n_admins: int, *, ids: list[str] | None = None) -> FetchedWorkspace:

@@ -8,7 +8,6 @@ baseline diffs against is read the same fast way and must hold the same values."
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,21 +16,12 @@ from sqlalchemy.exc import IntegrityError
 
 from app.intercom.models import IntercomAdmin, IntercomTeam, IntercomWorkspace
 from app.store import directory
-from app.store.engine import Database, create_database
-from app.store.migrate import upgrade_to_head
+from app.store.engine import Database
 from app.store.models import ChangeLogEntry, Membership, User, utcnow
-from app.store.versioning import ChangeSet, lock_store_state, record_changes
+from app.store.versioning import ChangeSet, changes_since, lock_store_state, record_changes
 from app.store.workset import TeammateWorkset
 from app.sync.baseline import FetchedWorkspace, apply_baseline
 from tests.test_migrations import schema_differences
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Database]:
-    upgrade_to_head(database_url)
-    db = create_database(database_url)
-    yield db
-    db.dispose()
 
 
 @pytest.fixture
@@ -188,15 +178,7 @@ def test_the_change_log_gets_one_row_per_change_in_type_then_id_order(store: Dat
         before = state.version
         version = record_changes(session, state, changes, at=at)
     with store.reading() as session:
-        rows = session.execute(
-            select(
-                ChangeLogEntry.version,
-                ChangeLogEntry.resource_type,
-                ChangeLogEntry.resource_id,
-                ChangeLogEntry.op,
-                ChangeLogEntry.at,
-            ).order_by(ChangeLogEntry.id)
-        ).all()
+        rows = changes_since(session, since=before, limit=100)
 
     assert version == before + 1
     grants = [("grant", f"team:t{i}:member:user:u{i}", "delete") for i in (1, 2, 3)]
@@ -207,7 +189,9 @@ def test_the_change_log_gets_one_row_per_change_in_type_then_id_order(store: Dat
         ("team", "t2", "upsert"),
         *[("user", f"u{i}", "upsert") for i in (1, 2, 3)],
     ]
-    assert [tuple(row) for row in rows] == [(version, *entry, at) for entry in expected]
+    assert [(r.version, r.resource_type, r.resource_id, r.op, r.at) for r in rows] == [
+        (version, *entry, at) for entry in expected
+    ]
 
 
 def test_the_directory_a_baseline_diffs_against_reads_teammates_as_the_applier_does(
