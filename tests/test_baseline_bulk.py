@@ -67,7 +67,7 @@ def stored(db: Database) -> dict[str, Any]:
             "user_rows": [
                 tuple(row)
                 for row in session.execute(
-                    select(*directory.USER_COLUMNS, User.updated_version).order_by(User.id)
+                    select(*directory.STORED_USER_COLUMNS, User.updated_version).order_by(User.id)
                 )
             ],
             "memberships": sorted(

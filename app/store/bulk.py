@@ -10,18 +10,51 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Column, Connection, Table
+from sqlalchemy import Column, Connection, Select, Table
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ClauseElement
+
+AnySelect = Select[*tuple[Any, ...]]
 
 
-def driver_rows(connection: Connection, statement: ClauseElement) -> list[tuple[Any, ...]]:
+def driver_rows(connection: Connection, statement: AnySelect) -> list[tuple[Any, ...]]:
+    """The rows of a statement without parameters, as the driver's plain tuples: no type
+    processing (see `typed_driver_rows`)."""
+    compiled = statement.compile(dialect=connection.dialect)
+    if compiled.params:
+        raise ValueError("driver_rows runs statements without bound parameters only")
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(str(statement.compile(dialect=connection.dialect)))
-        return cast(list[tuple[Any, ...]], cursor.fetchall())
+        cursor.execute(str(compiled))
+        rows = cursor.fetchall()
     finally:
         cursor.close()
+    # Both drivers give plain tuples by default; anything else would be copied into them.
+    if rows and type(rows[0]) is not tuple:
+        return [tuple(row) for row in rows]
+    return cast(list[tuple[Any, ...]], rows)
+
+
+def typed_driver_rows(connection: Connection, statement: AnySelect) -> list[tuple[Any, ...]]:
+    """`driver_rows` with each value passed through its column's result processor (booleans,
+    UTC datetimes) as SQLAlchemy would, NULLs left as they are."""
+    dialect = connection.dialect
+    processors = [
+        (index, process)
+        for index, column in enumerate(statement.selected_columns)
+        if (process := column.type.dialect_impl(dialect).result_processor(dialect, None))
+        is not None
+    ]
+    rows = driver_rows(connection, statement)
+    if not processors:
+        return rows
+    typed: list[tuple[Any, ...]] = []
+    for raw in rows:
+        row = list(raw)
+        for index, process in processors:
+            if row[index] is not None:
+                row[index] = process(row[index])
+        typed.append(tuple(row))
+    return typed
 
 
 # Page cache of a connection during a bulk write (SQLite's default is 2 MiB). A first baseline

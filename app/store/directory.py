@@ -31,7 +31,7 @@ from sqlalchemy.schema import (
     ExecutableDDLElement,
 )
 
-from app.store.bulk import bulk_insert, driver_rows
+from app.store.bulk import bulk_insert, driver_rows, typed_driver_rows
 from app.store.models import Membership, Role, Team, User
 
 # The fields of a teammate that come from Intercom and are served to C1.
@@ -74,7 +74,7 @@ class Directory:
     roles: dict[str, str | None] = field(default_factory=dict)
 
 
-USER_COLUMNS = (
+STORED_USER_COLUMNS = (
     User.id,
     *(getattr(User, name) for name in USER_FIELDS),
     User.removed_at,
@@ -99,12 +99,12 @@ def stored_user(row: Any) -> StoredUser:
     )
 
 
-_ALL_USERS = select(*USER_COLUMNS)
+_ALL_USERS = select(*STORED_USER_COLUMNS)
 _ALL_TEAMS = select(Team.id, Team.name)
 _ALL_ROLES = select(Role.id, Role.name)
 _ALL_MEMBERSHIPS = select(Membership.team_id, Membership.user_id)
-# `load_directory` builds StoredUser positionally from USER_COLUMNS' order.
-assert [column.key for column in USER_COLUMNS[len(USER_FIELDS) + 1 :]] == [
+# `load_directory` builds StoredUser positionally from STORED_USER_COLUMNS' order.
+assert [column.key for column in STORED_USER_COLUMNS[len(USER_FIELDS) + 1 :]] == [
     f.name for f in dataclasses.fields(StoredUser)[2:]
 ]
 
@@ -115,20 +115,9 @@ def load_directory(session: Session) -> Directory:
     no-change baseline's apply went there). Teammates' values go through their columns'
     result processors (booleans, UTC datetimes), skipped for NULL, which they return as is."""
     connection = session.connection()
-    dialect = connection.dialect
-    processors = [
-        (index, process)
-        for index, column in enumerate(USER_COLUMNS)
-        if (process := column.type.dialect_impl(dialect).result_processor(dialect, None))
-        is not None
-    ]
     users: dict[str, StoredUser] = {}
     split = len(USER_FIELDS) + 1
-    for raw in driver_rows(connection, _ALL_USERS):
-        row = list(raw)
-        for index, process in processors:
-            if row[index] is not None:
-                row[index] = process(row[index])
+    for row in typed_driver_rows(connection, _ALL_USERS):
         users[row[0]] = StoredUser(
             row[0], dict(zip(USER_FIELDS, row[1:split], strict=True)), *row[split:]
         )

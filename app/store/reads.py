@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import starmap
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias, cast
 
-from sqlalchemy import Connection, Row, Select, select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
+from app.store.bulk import driver_rows, typed_driver_rows
 from app.store.models import Membership, Role, StoreState, Team, User
 
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
@@ -110,26 +111,11 @@ def read_snapshot(session: Session, *, include_removed: bool) -> SnapshotRows:
         users_query = users_query.where(User.removed_at.is_(None))
     return SnapshotRows(
         header=header,
-        users=list(starmap(SnapshotUser, connection.execute(users_query).all())),
+        users=list(starmap(SnapshotUser, typed_driver_rows(connection, users_query))),
         teams=connection.execute(select(Team.id, Team.name).order_by(Team.id)).all(),
-        memberships=_driver_tuples(connection, _SNAPSHOT_MEMBERSHIPS),
+        memberships=cast(list[tuple[str, str]], driver_rows(connection, _SNAPSHOT_MEMBERSHIPS)),
         roles=connection.execute(select(Role.id, Role.name).order_by(Role.id)).all(),
     )
-
-
-def _driver_tuples(connection: Connection, statement: Select[str, str]) -> list[tuple[str, str]]:
-    """The rows as the driver's plain tuples. For columns that need no type conversion (the
-    two string ids of a membership) this is the same data, and SQLAlchemy's Row objects would
-    cost three times the query for the ~50,000 memberships of a 10,000-teammate workspace."""
-    result = connection.execute(statement)
-    try:
-        rows = list(result.cursor.fetchall())
-    finally:
-        result.close()
-    # Both drivers give plain tuples by default; anything else would be copied into them.
-    if rows and type(rows[0]) is not tuple:
-        rows = [(row[0], row[1]) for row in rows]
-    return rows
 
 
 def read_user(session: Session, user_id: str) -> tuple[AnyRow, list[str]] | None:

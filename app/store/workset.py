@@ -19,12 +19,12 @@ from sqlalchemy import Table, Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.store import directory
-from app.store.directory import USER_COLUMNS, USER_FIELDS, StoredUser, stored_user
+from app.store.directory import STORED_USER_COLUMNS, USER_FIELDS, StoredUser, stored_user
 from app.store.models import Membership, Team, User
 
 # SQLite caps the bound parameters of one statement (32,766 since 3.32; 999 before).
 _CHUNK = 500
-_GET_USERS = select(*USER_COLUMNS).where(User.id.in_(bindparam("ids", expanding=True)))
+_GET_USERS = select(*STORED_USER_COLUMNS).where(User.id.in_(bindparam("ids", expanding=True)))
 _MEMBERSHIPS_OF = select(Membership.team_id, Membership.user_id).where(
     Membership.user_id.in_(bindparam("ids", expanding=True))
 )
