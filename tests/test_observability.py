@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,14 @@ from prometheus_client.samples import Sample
 from sqlalchemy.engine import make_url
 
 from app.intercom.signature import sign_body
-from app.logging_setup import REDACTOR, ConsoleFormatter, ContextFilter, request_id_var, run_id_var
+from app.logging_setup import (
+    REDACTOR,
+    ConsoleFormatter,
+    ContextFilter,
+    JsonFormatter,
+    request_id_var,
+    run_id_var,
+)
 from app.simulator import SimulatorServer
 from app.simulator.webhooks import admin_webhook_item, build_notification, encode_notification
 from tests.support import (
@@ -194,6 +202,31 @@ def test_the_console_format_carries_the_ids_and_redacts_secrets(
     assert "run_id=7" in line
     assert "console-secret-value" not in line
     assert "[redacted]" in line
+
+
+def test_json_lines_carry_the_time_to_the_millisecond_and_the_extra_fields() -> None:
+    formatter = JsonFormatter()
+    logger = logging.getLogger("tests.json-format")
+    # The formatter caches the date and time per second: cross seconds both ways.
+    for created in (1_764_480_000.0, 1_764_480_000.9996, 1_764_480_001.0125, 1_764_479_999.5):
+        record = logger.makeRecord(
+            logger.name,
+            logging.INFO,
+            __file__,
+            1,
+            "%s %d",
+            ("GET", 304),
+            None,
+            None,
+            {"duration_ms": 1.5, "level": "shadowed"},
+        )
+        record.created = created
+        entry = orjson.loads(formatter.format(record))
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert entry["ts"] == expected
+        assert entry["level"] == "info"
+        assert entry["message"] == "GET 304"
+        assert entry["duration_ms"] == 1.5
 
 
 # ----- logs and secrets, from a real process ---------------------------------------------------
