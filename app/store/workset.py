@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from app.store import directory
@@ -34,15 +33,6 @@ _USER_TABLE = cast(Table, User.__table__)
 _TRACKED = frozenset(
     f.name for f in dataclasses.fields(StoredUser) if f.name not in ("id", "fields")
 )
-
-
-@lru_cache(maxsize=64)
-def _update_user(columns: tuple[str, ...]) -> Update:
-    return (
-        update(_USER_TABLE)
-        .where(_USER_TABLE.c.id == bindparam("b_id"))
-        .values({name: bindparam(f"b_{name}") for name in columns})
-    )
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
@@ -163,11 +153,10 @@ class TeammateWorkset:
             connection.execute(insert(_USER_TABLE), rows)
         changed_by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for user_id, values in self._updates.items():
-            params = {f"b_{name}": value for name, value in values.items()}
-            params["b_id"] = user_id
-            changed_by_columns.setdefault(tuple(sorted(values)), []).append(params)
-        for columns, rows in changed_by_columns.items():
-            connection.execute(_update_user(columns), rows)
+            row = {"id": user_id, **values}
+            changed_by_columns.setdefault(tuple(sorted(values)), []).append(row)
+        for rows in changed_by_columns.values():
+            directory.update_users(session, rows)
         directory.remove_memberships(session, self._memberships_removed)
         directory.add_memberships(session, self._memberships_added)
         self._inserts.clear()
