@@ -18,7 +18,6 @@ from app.simulator.webhooks import (
     encode_notification,
     intercom_id,
 )
-from app.store import inbox
 from app.store.inbox import NewEvent
 
 # The mix a busy workspace sends: sign-ins and away-mode flips dominate, with some profile
@@ -126,19 +125,4 @@ def webhook_request(
 def pending_events(bodies: Iterable[bytes]) -> list[NewEvent]:
     """Inbox rows as the intake would store them (for the apply benchmark)."""
     received = datetime.now(UTC)
-    events: list[NewEvent] = []
-    for body in bodies:
-        notification = parse_notification(body)
-        events.append(
-            NewEvent(
-                notification_id=notification.id,
-                topic=notification.topic,
-                app_id=notification.app_id,
-                item_id=notification.item_id,
-                notification_created_at=notification.created_at,
-                received_at=received,
-                status=inbox.PENDING,
-                raw_body=body,
-            )
-        )
-    return events
+    return [NewEvent.of(parse_notification(body), body, received_at=received) for body in bodies]

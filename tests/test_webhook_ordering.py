@@ -398,24 +398,12 @@ class Store:
         self._drain()
 
     def _store(self, deliveries: list[Event]) -> None:
+        events = [
+            inbox.NewEvent.of(delivery.notification(), delivery.body, received_at=utcnow())
+            for delivery in deliveries
+        ]
         with self.db.writing() as session:
-            for delivery in deliveries:
-                parsed = delivery.notification()
-                inbox.store_events(
-                    session,
-                    [
-                        inbox.NewEvent(
-                            notification_id=parsed.id,
-                            topic=parsed.topic,
-                            app_id=parsed.app_id,
-                            item_id=parsed.item_id,
-                            notification_created_at=parsed.created_at,
-                            received_at=utcnow(),
-                            status=inbox.PENDING,
-                            raw_body=delivery.body,
-                        )
-                    ],
-                )
+            inbox.store_events(session, events)
 
     def _drain(self) -> None:
         """Apply retries until the inbox is empty (the applier retries deferred events with a

@@ -220,18 +220,8 @@ def test_accepted_deliveries_survive_sigkill_and_events_stored_while_down_apply_
             new = inbox.store_events(
                 session,
                 [
-                    inbox.NewEvent(
-                        notification_id=parsed.id,
-                        topic=parsed.topic,
-                        app_id=parsed.app_id,
-                        item_id=parsed.item_id,
-                        notification_created_at=parsed.created_at,
-                        received_at=utcnow(),
-                        status=inbox.PENDING,
-                        raw_body=body,
-                    )
+                    inbox.NewEvent.of(parse_notification(body), body, received_at=utcnow())
                     for body in map(encode_notification, stored)
-                    for parsed in [parse_notification(body)]
                 ],
             )
         assert new == [True] * len(stored)

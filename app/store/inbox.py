@@ -6,13 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.store.models import WebhookEvent
+
+if TYPE_CHECKING:
+    from app.intercom.notifications import Notification
 
 PENDING = "pending"
 APPLIED = "applied"
@@ -35,6 +38,29 @@ class NewEvent:
     status: str
     raw_body: bytes
     error: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        notification: Notification,
+        raw_body: bytes,
+        *,
+        received_at: datetime,
+        status: str = PENDING,
+        error: str | None = None,
+    ) -> NewEvent:
+        """The inbox row for a parsed delivery."""
+        return cls(
+            notification_id=notification.id,
+            topic=notification.topic,
+            app_id=notification.app_id,
+            item_id=notification.item_id,
+            notification_created_at=notification.created_at,
+            received_at=received_at,
+            status=status,
+            raw_body=raw_body,
+            error=error,
+        )
 
 
 @dataclass(frozen=True)

@@ -100,17 +100,7 @@ async def _take(services: Services, body: bytes | None, signature: str | None) -
     if reason:
         logger.info("ignoring webhook %s: %s", notification.id, reason)
     stored = await services.inbox_writer.store(
-        NewEvent(
-            notification_id=notification.id,
-            topic=notification.topic,
-            app_id=notification.app_id,
-            item_id=notification.item_id,
-            notification_created_at=notification.created_at,
-            received_at=received_at,
-            status=status,
-            raw_body=body,
-            error=reason,
-        )
+        NewEvent.of(notification, body, received_at=received_at, status=status, error=reason)
     )
     if not stored:
         return Receipt(200, "duplicate")
