@@ -6,6 +6,7 @@ deduplicated inbox that answers while Intercom hangs (R2, R3)."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -108,6 +109,17 @@ def user_ids(service: ServiceServer) -> set[str]:
         return {user["id"] for user in snapshot(client)["users"]}
 
 
+class _Capture(logging.Handler):
+    """Every record logged while attached (the service runs in this process)."""
+
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 # ----- signature ---------------------------------------------------------------------------------
 
 
@@ -198,6 +210,54 @@ class TestSignature:
         assert webhook_events(service) == []
         assert stored_rows(database_url) == []
         assert "7100003" not in user_ids(service)
+
+    def test_a_malformed_signature_header_is_a_401_never_a_500_and_logs_no_error(
+        self, service: ServiceServer, sim: SimulatorServer, database_url: str
+    ) -> None:
+        """Raw header bytes as an attacker would send them: non-ASCII (which the server
+        decodes as latin-1 text), non-hex, the wrong length, and the header twice."""
+        admin = new_teammate(sim, "7100013")
+        body = encode_notification(added_envelope(sim, admin))
+        good = signed_headers(body)["X-Hub-Signature"].encode()
+        variants: dict[str, list[tuple[bytes, bytes]]] = {
+            "non-ascii byte": [(b"X-Hub-Signature", b"sha1=\xe9")],
+            "non-ascii in a digest": [(b"X-Hub-Signature", good[:-1] + b"\xe9")],
+            "utf-8 text": [(b"X-Hub-Signature", "sha1=é".encode() + good[7:])],
+            "non-ascii digits": [(b"X-Hub-Signature", b"sha1=" + "٣".encode() * 40)],
+            "non-hex": [(b"X-Hub-Signature", b"sha1=" + b"z" * 40)],
+            "too short": [(b"X-Hub-Signature", good[:-2])],
+            "too long": [(b"X-Hub-Signature", good + b"00")],
+            "sha1 with spaces inside": [(b"X-Hub-Signature", good[:20] + b" " + good[20:])],
+            "twice, both valid": [(b"X-Hub-Signature", good), (b"X-Hub-Signature", good)],
+            "twice, one valid": [
+                (b"X-Hub-Signature", b"sha1=" + b"0" * 40),
+                (b"X-Hub-Signature", good),
+            ],
+        }
+        records: list[logging.LogRecord] = []
+        capture = _Capture(records)
+        logging.getLogger().addHandler(capture)
+        try:
+            for name, signature in variants.items():
+                for chunked in (False, True):
+                    content: Any = iter([body]) if chunked else body
+                    response = httpx.post(
+                        service.url + WEBHOOK_PATH,
+                        content=content,
+                        headers=[(b"Content-Type", b"application/json"), *signature],
+                        timeout=10,
+                    )
+                    assert response.status_code == 401, (name, chunked, response.text)
+                    assert_error(response, 401, "invalid_signature")
+        finally:
+            logging.getLogger().removeHandler(capture)
+
+        assert webhook_events(service) == []
+        assert stored_rows(database_url) == []
+        assert "7100013" not in user_ids(service)
+        loud = [r for r in records if r.levelno >= logging.ERROR]
+        assert loud == [], [r.getMessage() for r in loud]
+        assert any("refused a webhook delivery" in r.getMessage() for r in records)
 
     def test_without_a_client_secret_the_endpoint_answers_503_and_says_why(
         self, start_service: Callable[..., ServiceServer], sim: SimulatorServer

@@ -77,7 +77,7 @@ class WebhookFastPath:
             declared = headers.get("content-length")
             if services is not None and declared is not None:
                 body = await read_body(receive, declared)
-                receipt = await take_delivery(services, body, headers.get(SIGNATURE_HEADER))
+                receipt = await take_delivery(services, body, headers.getlist(SIGNATURE_HEADER))
                 await receipt_response(receipt)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -105,5 +105,5 @@ async def receive_webhook(
 ) -> Response:
     """Verify the signature over the raw body, store the notification, answer at once."""
     body = await read_body(request.receive, request.headers.get("content-length"))
-    receipt = await take_delivery(services, body, request.headers.get(SIGNATURE_HEADER))
+    receipt = await take_delivery(services, body, request.headers.getlist(SIGNATURE_HEADER))
     return receipt_response(receipt)

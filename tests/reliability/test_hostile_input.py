@@ -183,6 +183,56 @@ def test_signed_arbitrary_bytes_get_400_and_leave_only_a_rejected_inbox_row(
     print(f"FIGURE hostile/bytes: answers {dict(answers)}")
 
 
+def header_value(raw: bytes) -> bytes:
+    """`raw` cut to what a header value may carry (RFC 9110 field-value: tab, space, visible
+    ASCII and obs-text 0x80-0xFF, no surrounding white space): the HTTP parsers refuse
+    anything else before the app could see it."""
+    return bytes(b for b in raw if b == 9 or 32 <= b != 127).strip()
+
+
+SIGNATURE_VALUES = st.one_of(
+    st.binary(max_size=80),
+    st.binary(max_size=60).map(lambda raw: b"sha1=" + raw),
+    st.text(alphabet="0123456789abcdefABCDEF", max_size=60).map(lambda h: f"sha1={h}".encode()),
+    st.text(max_size=45).map(lambda text: ("sha1=" + text).encode("utf-8", "replace")),
+).map(header_value)
+
+
+def test_malformed_signature_headers_get_401_and_store_nothing(
+    service: ServiceServer, sim: SimulatorServer, database_url: str
+) -> None:
+    """X-Hub-Signature is the first thing anyone can send: arbitrary bytes, non-ASCII, odd
+    lengths and repeated headers (one of them perhaps the valid signature) are a 401."""
+    admin = next(iter(sim.workspace.admins.values()))
+    body = encode(build_notification("admin.logged_in", admin_webhook_item(admin), app_id="fuzz"))
+    good = signed_headers(body)["X-Hub-Signature"].encode()
+    before = store_counts(database_url)
+    answers: Counter[int] = Counter()
+    with webhook_client(service.url) as client:
+
+        @FUZZ
+        @given(
+            st.lists(SIGNATURE_VALUES | st.just(good), min_size=1, max_size=3).filter(
+                lambda values: values != [good]
+            )
+        )
+        def deliver(values: list[bytes]) -> None:
+            response = client.post(
+                "/webhooks/intercom",
+                content=body,
+                headers=[(b"Content-Type", b"application/json")]
+                + [(b"X-Hub-Signature", value) for value in values],
+            )
+            answers[response.status_code] += 1
+            assert response.status_code == 401, (values, response.status_code, response.text)
+            assert response.json()["error"]["code"] == "invalid_signature"
+
+        deliver()
+    after = store_counts(database_url)
+    assert after == before
+    print(f"FIGURE hostile/signatures: answers {dict(answers)}")
+
+
 def test_signed_arbitrary_json_never_fails_and_changes_nothing_but_the_inbox(
     service: ServiceServer, database_url: str
 ) -> None:
