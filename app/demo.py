@@ -1,14 +1,22 @@
 """`intercom-sync demo`: the service end to end against the bundled Intercom simulator.
 
-Starts the simulator with a sample workspace on loopback, runs the service on the default
-SQLite store, waits for the baseline, delivers a few signed webhooks (a teammate added, one
-removed, an away-mode change), shows the snapshot version move, and keeps serving with
-ready-to-paste curl lines until Ctrl-C.
+Starts the simulator with a sample workspace on loopback, runs the service on a SQLite store
+of its own in a temporary folder (deleted on exit), waits for the baseline, delivers a few
+signed webhooks (a teammate added, one removed, an away-mode change), shows the snapshot
+version move, and keeps serving with ready-to-paste curl lines until Ctrl-C.
+
+The demo never uses DATABASE_URL: its sample workspace written into a real store would make
+the next real sync fail (another workspace) and C1 would be served fake teammates.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import socket
+import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -21,10 +29,11 @@ from app.simulator.webhooks import admin_webhook_item, build_notification, encod
 from app.simulator.webhooks import send_webhook as sign_and_send
 from app.simulator.workspace import generate_workspace
 
-READ_TOKEN = "demo-read-token"
-OPERATOR_TOKEN = "demo-operator-token"
-SIM_TOKEN = "demo-intercom-token"
-SIM_SECRET = "demo-client-secret"
+# Tokens are at least 16 characters, as the service requires.
+READ_TOKEN = "demo-read-token-not-secret"
+OPERATOR_TOKEN = "demo-operator-token-not-secret"
+SIM_TOKEN = "demo-intercom-token-not-secret"
+SIM_SECRET = "demo-client-secret-not-secret"
 
 
 def _wait_ready(base: str, timeout: float = 60.0) -> dict[str, Any]:
@@ -67,23 +76,10 @@ def _deliver(base: str, sim: SimulatorServer, topic: str, admin: SimAdmin) -> st
     return f"{response.status_code} {response.text}"
 
 
-def _baseline(base: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Sync this run's simulator now. A store left by an earlier demo is recent enough that
-    start-up skips its baseline, yet this simulator's sample workspace starts afresh."""
-    headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
-    run: dict[str, Any] = httpx.post(f"{base}/resync", headers=headers, timeout=10).json()
-    deadline = time.monotonic() + timeout
-    while run["finished_at"] is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-        run = httpx.get(f"{base}/sync-runs/{run['id']}", headers=headers, timeout=10).json()
-    return run
-
-
 def _walkthrough(base: str, sim: SimulatorServer) -> None:
-    _wait_ready(base)
-    run = _baseline(base)
+    _wait_ready(base)  # ready = the start-up baseline succeeded
     print(
-        f"\n== baseline {run['status']}: store version {_version(base)}, "
+        f"\n== baseline succeeded: store version {_version(base)}, "
         f"{len(sim.workspace.admins)} teammates, {len(sim.workspace.teams)} teams"
     )
     version = _version(base)
@@ -138,14 +134,51 @@ Press Ctrl-C to stop.""",
     )
 
 
+def _walk_or_say(base: str, sim: SimulatorServer) -> None:
+    try:
+        _walkthrough(base, sim)
+    except Exception as exc:  # a thread's traceback would bury the one line that matters
+        print(f"intercom-sync demo: the walkthrough stopped: {exc}", file=sys.stderr, flush=True)
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The demo's listening socket, bound before anything starts so that a port in use is
+    said at once (the walkthrough would otherwise talk to whatever holds it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn does: lets a restarted demo bind past connections in TIME_WAIT; a port that
+    # another process listens on still fails.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def run_demo(*, host: str = "127.0.0.1", port: int = 8000) -> int:
     import uvicorn
 
+    try:
+        listener = bind_listener(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(
+                f"intercom-sync demo: port {port} on {host} is in use (is `intercom-sync serve` "
+                "or another demo running?); stop it or pick another with --port",
+                file=sys.stderr,
+            )
+        else:
+            print(f"intercom-sync demo: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    store_folder = tempfile.mkdtemp(prefix="intercom-sync-demo-")
     sim = SimulatorServer(
         generate_workspace(40, 8), access_token=SIM_TOKEN, client_secret=SIM_SECRET
     )
     sim.start()
     os.environ.update(
+        DATABASE_URL=f"sqlite:///{store_folder}/demo.db",
         INTERCOM_ACCESS_TOKEN=SIM_TOKEN,
         INTERCOM_API_BASE_URL=sim.url,
         INTERCOM_CLIENT_SECRET=SIM_SECRET,
@@ -161,13 +194,19 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000) -> int:
     get_settings.cache_clear()
     base = f"http://{host}:{port}"
     print(f"== Intercom simulator serving a sample workspace at {sim.url}")
-    print(f"== starting intercom-sync on {base} (store: {get_settings().database_url})")
-    walkthrough = threading.Thread(target=_walkthrough, args=(base, sim), daemon=True)
+    print(
+        f"== starting intercom-sync on {base} with a store of its own in {store_folder} "
+        "(deleted on exit; DATABASE_URL is not used)"
+    )
+    walkthrough = threading.Thread(target=_walk_or_say, args=(base, sim), daemon=True)
     walkthrough.start()
+    config = uvicorn.Config(
+        "app.main:app", host=host, port=port, log_config=None, timeout_graceful_shutdown=5
+    )
     try:
-        uvicorn.run(
-            "app.main:app", host=host, port=port, log_config=None, timeout_graceful_shutdown=5
-        )
+        uvicorn.Server(config).run(sockets=[listener])
     finally:
         sim.stop()
+        listener.close()
+        shutil.rmtree(store_folder, ignore_errors=True)
     return 0
