@@ -116,3 +116,6 @@ def configure_logging(level: str, fmt: str, secrets: list[str]) -> None:
     # Per-request access lines come from our own middleware, with the request id.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic (1.15+) says which of its autogenerate plugins it set up on every migration:
+    # five lines at every start that tell an operator nothing.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

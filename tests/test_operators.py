@@ -3,14 +3,17 @@ and the reconcile schedule."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from app.simulator import SimulatorServer
+from app.sync.coordinator import RECONCILE_JITTER, reconcile_period, seconds_until_reconcile
 from tests.support import (
     OPERATOR_TOKEN,
     READ_TOKEN,
@@ -205,6 +208,36 @@ def assert_no_secrets(text: str, service: ServiceServer) -> None:
 
 
 class TestSchedule:
+    def test_a_reconcile_period_is_the_interval_plus_or_minus_the_jitter(self) -> None:
+        rng = random.Random(7)
+        periods = [reconcile_period(900, rng) for _ in range(2000)]
+        assert min(periods) >= 900 * (1 - RECONCILE_JITTER)
+        assert max(periods) <= 900 * (1 + RECONCILE_JITTER)
+        # Both sides of the interval, and not clustered: replicas spread out.
+        assert min(periods) < 820
+        assert max(periods) > 980
+        assert 880 < sum(periods) / len(periods) < 920
+
+    def test_the_next_reconcile_is_one_period_after_the_last_successful_sync(self) -> None:
+        last_sync = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+        queued = last_sync - timedelta(seconds=20)  # the run that produced it
+        at = last_sync + timedelta(seconds=100)
+
+        def wait(now: datetime, period: float, last_queued: datetime | None = queued) -> float:
+            return seconds_until_reconcile(last_sync, last_queued, now, period, 900)
+
+        # Due one period after the sync, whatever the period drawn (never 1.5 intervals).
+        assert wait(at, 900) == 800
+        assert wait(at, 810) == 710
+        assert wait(at, 990) == 890
+        assert wait(last_sync + timedelta(seconds=990), 990) == 0
+        assert wait(last_sync + timedelta(seconds=2000), 900) == 0
+        # A run queued since (another replica's reconcile, or one that failed) holds the next
+        # one off for half an interval.
+        recent = last_sync + timedelta(seconds=1000)
+        assert wait(last_sync + timedelta(seconds=1100), 900, recent) == 350
+        assert wait(last_sync + timedelta(seconds=1100), 900, None) == 0
+
     def test_a_reconcile_runs_after_the_first_success(self, start_service: StartService) -> None:
         service = start_service(reconcile_interval_seconds=1)
 

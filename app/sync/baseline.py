@@ -40,6 +40,7 @@ from app.store.versioning import (
 logger = logging.getLogger(__name__)
 
 MASS_REMOVAL_MIN_USERS = 5
+FORCE_HINT = "POST /resync?force=true, or intercom-sync sync --force"
 
 
 def account_type_of(email: str | None) -> str:
@@ -109,6 +110,26 @@ class MassRemovalBlocked(Exception):
         self.active_users = active_users
 
 
+class WorkspaceChanged(Exception):
+    """The token now reads another workspace than the one the store holds; nothing was applied.
+
+    Applying it would serve one workspace's teammates as removed and another's as added, and
+    C1 would see a mix of two workspaces: a store holds one workspace, always."""
+
+    code = "workspace_changed"
+
+    def __init__(self, stored: str, fetched: str) -> None:
+        self.message = (
+            f"the store holds Intercom workspace {stored}, but INTERCOM_ACCESS_TOKEN now reads "
+            f"workspace {fetched}; nothing was applied. If {fetched} is the workspace to "
+            f"serve, point DATABASE_URL at a new, empty store for it; otherwise restore the "
+            f"access token of workspace {stored}."
+        )
+        super().__init__(self.message)
+        self.stored = stored
+        self.fetched = fetched
+
+
 # Longest the collector stays paused for a fetch (see `fetch_workspace`).
 FETCH_GC_PAUSE_SECONDS = 30.0
 
@@ -154,7 +175,8 @@ def apply_baseline(
     max_removal_fraction: float = 0.25,
 ) -> BaselineResult:
     """Make the store equal to `fetched`, in the caller's transaction. Raises
-    MassRemovalBlocked (before writing anything) when the brake applies."""
+    MassRemovalBlocked when the brake applies, and WorkspaceChanged when `fetched` is another
+    workspace than the store's, both before writing anything."""
     # The diff creates a few hundred thousand short-lived tuples, strings and dicts, none of
     # them cyclic. The collections they trigger walk every object alive, including the whole
     # fetched workspace and the loaded directory: at 50k teammates that cost ~20 % of a first
@@ -169,6 +191,8 @@ def _apply_baseline(
     session: Session, fetched: FetchedWorkspace, *, force: bool, max_removal_fraction: float
 ) -> BaselineResult:
     state = lock_store_state(session)
+    if state.workspace_id is not None and state.workspace_id != fetched.workspace.id_code:
+        raise WorkspaceChanged(state.workspace_id, fetched.workspace.id_code)
     version_before = state.version
     version = version_before + 1  # the version these writes produce, if any
     current = store.load_directory(session)
@@ -342,15 +366,16 @@ def _check_mass_removal(
     if fetched_users == 0 and active_users > 0:
         raise MassRemovalBlocked(
             f"Intercom returned no teammates while {active_users} are stored; nothing was "
-            "applied. Check the token's workspace, then resync with force=true if this is real.",
+            "applied. Check the token's workspace, then resync with force if this is real "
+            f"({FORCE_HINT}).",
             would_remove=would_remove,
             active_users=active_users,
         )
     if would_remove > MASS_REMOVAL_MIN_USERS and would_remove > max_fraction * active_users:
         raise MassRemovalBlocked(
             f"this run would remove {would_remove} of {active_users} teammates, more than "
-            f"MAX_REMOVAL_FRACTION={max_fraction:g} allows; nothing was applied. Resync with "
-            "force=true to apply it.",
+            f"MAX_REMOVAL_FRACTION={max_fraction:g} allows; nothing was applied. If it is real, "
+            f"resync with force to apply it ({FORCE_HINT}).",
             would_remove=would_remove,
             active_users=active_users,
         )

@@ -21,12 +21,12 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.intercom.client import IntercomAuthError, IntercomClient, IntercomError
+from app.intercom.client import IntercomClient, IntercomError
 from app.logging_setup import run_id_var
 from app.metrics import SYNC_DURATION, SYNC_RUNS
 from app.settings import Settings
@@ -38,6 +38,7 @@ from app.store.versioning import current_version, read_store_state
 from app.sync.baseline import (
     FetchedWorkspace,
     MassRemovalBlocked,
+    WorkspaceChanged,
     apply_baseline,
     fetch_workspace,
 )
@@ -45,6 +46,7 @@ from app.sync.baseline import (
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10.0
+RECONCILE_JITTER = 0.1  # a reconcile period is the configured interval ± 10 %
 ProgressCallback = Callable[[str], None]
 
 
@@ -265,11 +267,9 @@ class SyncCoordinator:
                 with contextlib.suppress(Exception):
                     await applying
                 raise
-        except IntercomAuthError as exc:
-            logger.error("sync run %s: Intercom refused the access token: %s", run_id, exc)
-            return await self._finish(run_id, "failed", error=(exc.code, exc.message))
-        except IntercomError as exc:
-            logger.error("sync run %s failed: %s", run_id, exc)
+        except (IntercomError, WorkspaceChanged) as exc:
+            # Each message says what failed and what to check (an auth failure is not retried).
+            logger.error("sync run %s failed: %s", run_id, exc.message)
             return await self._finish(run_id, "failed", error=(exc.code, exc.message))
         except MassRemovalBlocked as exc:
             logger.warning("sync run %s blocked: %s", run_id, exc.message)
@@ -279,7 +279,6 @@ class SyncCoordinator:
             return await self._finish(
                 run_id, "failed", error=("internal_error", f"{type(exc).__name__}: {exc}")
             )
-        say(f"done: {view.stats}")
         if self._on_version_change is not None:
             await self._on_version_change()
         return view
@@ -360,11 +359,7 @@ class SyncCoordinator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _due(self, trigger: str) -> bool:
-        with self._db.reading() as session:
-            return self._is_due(session, trigger)
-
-    def _is_due(self, session: Session, trigger: str) -> bool:
+    def _is_due(self, session: Session, trigger: str, period: float) -> bool:
         interval = self._settings.reconcile_interval_seconds
         state = read_store_state(session)
         last = sync_runs.latest_run(session)
@@ -381,12 +376,18 @@ class SyncCoordinator:
             return True  # a restart cut the last run short: redo it
         if interval <= 0:
             return False
-        if now - state.last_sync_at < timedelta(seconds=interval):
-            return False
-        # Another replica may have fired this period already.
-        return last_queued is None or now - last_queued >= timedelta(seconds=interval / 2)
+        return seconds_until_reconcile(state.last_sync_at, last_queued, now, period, interval) == 0
 
-    async def _request_if_due(self, trigger: str) -> None:
+    def _seconds_until_due(self, period: float) -> float:
+        with self._db.reading() as session:
+            state = read_store_state(session)
+            last_queued = sync_runs.latest_started_at(session)
+        interval = self._settings.reconcile_interval_seconds
+        if state.last_sync_at is None:
+            return min(60.0, interval)
+        return seconds_until_reconcile(state.last_sync_at, last_queued, utcnow(), period, interval)
+
+    async def _request_if_due(self, trigger: str, period: float) -> None:
         """Queue (and execute here) a `trigger` run if one is due; the check and the queuing
         are one serialized transaction, so replicas checking together queue one run."""
 
@@ -395,7 +396,7 @@ class SyncCoordinator:
                 self._db,
                 trigger=trigger,
                 owner=self._owner,
-                is_due=lambda session: self._is_due(session, trigger),
+                is_due=lambda session: self._is_due(session, trigger, period),
             )
             return run, run is not None
 
@@ -405,16 +406,48 @@ class SyncCoordinator:
         interval = self._settings.reconcile_interval_seconds
         try:
             if self._settings.sync_on_startup:
-                await self._request_if_due("startup")
+                await self._request_if_due("startup", interval)
             if interval <= 0:
                 return
             while not self._stopping:
-                await asyncio.sleep(interval * random.uniform(0.9, 1.1) / 2)
+                # A period is drawn for each wait; waking at least once per interval re-reads
+                # what other replicas (and webhook or operator runs) did meanwhile.
+                period = reconcile_period(interval)
                 try:
-                    await self._request_if_due("schedule")
+                    delay = await run_in_threadpool(self._seconds_until_due, period)
+                except Exception:
+                    logger.warning("reconcile schedule check failed", exc_info=True)
+                    delay = min(60.0, interval)
+                # The floor keeps a run that outlives half an interval from being polled for
+                # in a tight loop; it makes a reconcile at most a second late.
+                await asyncio.sleep(min(max(delay, min(1.0, interval / 20)), interval))
+                try:
+                    await self._request_if_due("schedule", period)
                 except Exception:
                     logger.warning("reconcile schedule check failed", exc_info=True)
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("the reconcile scheduler stopped")
+
+
+def reconcile_period(interval: float, rng: random.Random | None = None) -> float:
+    """One reconcile period: RECONCILE_INTERVAL_SECONDS ± RECONCILE_JITTER, so that replicas
+    (and many deployments against one Intercom app) do not all sync at the same moment."""
+    return interval * (1 + (rng or random).uniform(-RECONCILE_JITTER, RECONCILE_JITTER))
+
+
+def seconds_until_reconcile(
+    last_sync_at: datetime,
+    last_queued_at: datetime | None,
+    now: datetime,
+    period: float,
+    interval: float,
+) -> float:
+    """How long until the next reconcile is due: one `period` after the last successful sync,
+    but never within half an interval of the last run queued anywhere (another replica's
+    reconcile, or one that failed and is retried at that pace). 0 when it is due now."""
+    due = last_sync_at + timedelta(seconds=period)
+    if last_queued_at is not None:
+        due = max(due, last_queued_at + timedelta(seconds=interval / 2))
+    return max(0.0, (due - now).total_seconds())
