@@ -20,6 +20,7 @@ VENV ?= .venv
 VENV_BIN := $(VENV)/bin
 VENV_PY := $(VENV_BIN)/python
 STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 
 PYTEST_ARGS ?=
 SOAK_ARGS ?=
@@ -28,7 +29,7 @@ SERVE_ARGS ?=
 # Lint only the folders that exist (bench/ and migrations/ may not yet).
 LINT_PATHS := $(wildcard app tests bench migrations)
 
-.PHONY: help venv test test-postgres lint format demo serve migrate bench bench-quick soak \
+.PHONY: help venv venv-runtime test test-postgres lint format demo serve migrate bench bench-quick soak \
         clean clean-venv
 
 help: ## Show this help
@@ -42,13 +43,23 @@ help: ## Show this help
 $(VENV_PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Order-only on the interpreter: recreating the venv removes the stamp anyway.
-$(STAMP): requirements.lock requirements-dev.lock pyproject.toml | $(VENV_PY)
-	$(VENV_PY) -m pip install -r requirements-dev.lock
+# Two stamps: running the service (demo, serve, migrate) needs only the runtime lock; the
+# checks need the dev lock on top (pytest, hypothesis, schemathesis, mypy, ruff: three times
+# the download). The dev install satisfies the runtime stamp too.
+# Order-only on the interpreter: recreating the venv removes the stamps anyway.
+$(RUNTIME_STAMP): requirements.lock pyproject.toml | $(VENV_PY)
+	$(VENV_PY) -m pip install -r requirements.lock
 	$(VENV_PY) -m pip install --no-deps -e .
 	@touch $@
 
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml | $(VENV_PY)
+	$(VENV_PY) -m pip install -r requirements-dev.lock
+	$(VENV_PY) -m pip install --no-deps -e .
+	@touch $@ $(RUNTIME_STAMP)
+
 venv: $(STAMP) ## Create/refresh .venv from the lock files (only when they changed)
+
+venv-runtime: $(RUNTIME_STAMP) ## Only what running the service needs (used by demo/serve/migrate)
 
 # --- checks ----------------------------------------------------------------------------------
 
@@ -75,13 +86,13 @@ format: venv ## Auto-fix lint findings and format the code
 
 # --- running -----------------------------------------------------------------------------------
 
-demo: venv ## Run the service end to end against the bundled Intercom simulator
+demo: venv-runtime ## Run the service end to end against the bundled Intercom simulator
 	$(VENV_BIN)/intercom-sync demo
 
-serve: venv ## Run the service (applies migrations first; SERVE_ARGS=...)
+serve: venv-runtime ## Run the service (applies migrations first; SERVE_ARGS=...)
 	$(VENV_BIN)/intercom-sync serve $(SERVE_ARGS)
 
-migrate: venv ## Apply database migrations (alembic upgrade head) to DATABASE_URL
+migrate: venv-runtime ## Apply database migrations (alembic upgrade head) to DATABASE_URL
 	$(VENV_BIN)/intercom-sync migrate
 
 # --- benchmarks --------------------------------------------------------------------------------
