@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
@@ -31,6 +32,8 @@ from app.webhooks.applier import InboxApplier
 from app.webhooks.intake import InboxWriter
 
 logger = logging.getLogger(__name__)
+
+DOCS_ASSETS_PATH = "/docs/assets"
 
 
 def intercom_client_factory(settings: Settings) -> Callable[[], IntercomClient] | None:
@@ -115,7 +118,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
             db.dispose()
             logger.info("intercom-sync stopped")
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from files shipped in fastapi-offline, not
+    # from a CDN: the service often runs where only the API's own host is reachable.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_PATH,
         title="intercom-sync",
         version=__version__,
         summary="Who has access to an Intercom workspace, kept current for ConductorOne (C1).",

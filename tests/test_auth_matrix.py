@@ -40,6 +40,9 @@ OPEN_ROUTES: list[Route] = [
     ("GET", "/metrics"),
     ("HEAD", "/webhooks/intercom"),
     ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/redoc"),
+    ("GET", "/docs/assets/swagger-ui-bundle.js"),
 ]
 
 WRONG_TOKEN = "not-a-token-anyone-configured-31337"
