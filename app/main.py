@@ -23,7 +23,7 @@ from app.logging_setup import configure_logging
 from app.middleware import RequestIdMiddleware
 from app.observability import build_store_registry
 from app.services import Services
-from app.settings import REGION_BASE_URLS, Settings, get_settings
+from app.settings import Settings, get_settings, startup_warnings
 from app.snapshot.cache import SnapshotCache
 from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head
@@ -62,22 +62,8 @@ def intercom_client_factory(settings: Settings) -> Callable[[], IntercomClient] 
 
 
 def warn_about_settings(settings: Settings) -> None:
-    if not settings.read_api_tokens:
-        logger.warning("READ_API_TOKENS is empty: every /api/v1 request will be refused (401)")
-    if not settings.operator_api_tokens:
-        logger.warning(
-            "OPERATOR_API_TOKENS is empty: /resync, /sync-runs and /webhook-events "
-            "will refuse every request (401)"
-        )
-    if settings.intercom_access_token is None:
-        logger.warning("INTERCOM_ACCESS_TOKEN is not set: syncs will fail until it is")
-    if settings.intercom_client_secret is None:
-        logger.warning("INTERCOM_CLIENT_SECRET is not set: the webhook endpoint answers 503")
-    if settings.intercom_api_base_url not in REGION_BASE_URLS.values():
-        logger.warning(
-            "INTERCOM_API_BASE_URL is %s, not one of Intercom's regional hosts",
-            settings.intercom_api_base_url,
-        )
+    for warning in startup_warnings(settings):
+        logger.warning("%s", warning)
 
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:

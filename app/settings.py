@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
 from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 logger = logging.getLogger(__name__)
@@ -19,6 +21,9 @@ REGION_BASE_URLS = {
     "AU": "https://api.au.intercom.io",
 }
 DEFAULT_DATABASE_URL = "sqlite:///./data/intercom-sync.db"
+MIN_API_TOKEN_LENGTH = 16
+_API_VERSION = re.compile(r"^\d+\.\d+$")
+_NAMED_API_VERSIONS = ("unstable", "preview")
 
 
 class ConfigError(Exception):
@@ -41,6 +46,7 @@ class Settings(BaseSettings):
     intercom_access_token: SecretStr | None = None
     intercom_api_base_url: str = US_BASE_URL
     intercom_api_version: str = "2.14"
+    intercom_allow_insecure_base_url: bool = False
     intercom_client_secret: SecretStr | None = None
     intercom_workspace_id: str | None = None
     database_url: str = DEFAULT_DATABASE_URL
@@ -91,6 +97,31 @@ class Settings(BaseSettings):
     def _tokens(cls, value: object) -> object:
         return _split_tokens(value)
 
+    @field_validator("read_api_tokens", "operator_api_tokens", mode="after")
+    @classmethod
+    def _tokens_long_enough(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # The message counts characters and never shows a token.
+        for index, token in enumerate(value, start=1):
+            length = len(token.get_secret_value())
+            if length < MIN_API_TOKEN_LENGTH:
+                raise ValueError(
+                    f"every token must be at least {MIN_API_TOKEN_LENGTH} characters "
+                    f"(token {index} of {len(value)} has {length})"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _no_clear_text_token(self) -> Settings:
+        if is_insecure_base_url(self.intercom_api_base_url) and not (
+            self.intercom_allow_insecure_base_url
+        ):
+            raise ValueError(
+                "INTERCOM_API_BASE_URL: plain http:// to a non-loopback host would send the "
+                "access token in clear text; use https:// or set "
+                "INTERCOM_ALLOW_INSECURE_BASE_URL=true"
+            )
+        return self
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -99,9 +130,14 @@ class Settings(BaseSettings):
     @field_validator("intercom_api_version", mode="before")
     @classmethod
     def _version(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
+        if value is None or (isinstance(value, str) and not value.strip()):
             return "2.14"
-        return value.strip() if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not (_API_VERSION.match(text) or text.lower() in _NAMED_API_VERSIONS):
+            raise ValueError("must be a version such as 2.14 or 2.16, or Unstable/Preview")
+        return text
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -136,6 +172,56 @@ class Settings(BaseSettings):
         return [v for v in values if v]
 
 
+def is_loopback_host(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def is_insecure_base_url(url: str) -> bool:
+    """Plain http:// to a host other than loopback: the access token would travel in clear."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" and not is_loopback_host(parts.hostname or "")
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """Start-up warnings about the configuration, one line each, no secret values."""
+    warnings: list[str] = []
+    if not settings.read_api_tokens:
+        warnings.append("READ_API_TOKENS is empty: every /api/v1 request will be refused (401)")
+    if not settings.operator_api_tokens:
+        warnings.append(
+            "OPERATOR_API_TOKENS is empty: /resync, /sync-runs and /webhook-events "
+            "will refuse every request (401)"
+        )
+    read = {t.get_secret_value() for t in settings.read_api_tokens}
+    if any(t.get_secret_value() in read for t in settings.operator_api_tokens):
+        warnings.append(
+            "a token is listed in both READ_API_TOKENS and OPERATOR_API_TOKENS: "
+            "give C1 and operators different tokens"
+        )
+    if settings.intercom_access_token is None:
+        warnings.append("INTERCOM_ACCESS_TOKEN is not set: syncs will fail until it is")
+    if settings.intercom_client_secret is None:
+        warnings.append("INTERCOM_CLIENT_SECRET is not set: the webhook endpoint answers 503")
+    if not settings.base_url_is_known_region:
+        warnings.append(
+            f"INTERCOM_API_BASE_URL is {settings.intercom_api_base_url}, "
+            "not one of Intercom's regional hosts"
+        )
+    if is_insecure_base_url(settings.intercom_api_base_url):
+        warnings.append(
+            "INTERCOM_API_BASE_URL is plain http:// (allowed by "
+            "INTERCOM_ALLOW_INSECURE_BASE_URL): the access token travels in clear text"
+        )
+    return warnings
+
+
 def _database_password(url: str) -> str | None:
     try:
         return urlsplit(url).password
@@ -160,9 +246,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"]).upper() or "configuration"
+            name = ".".join(str(part) for part in error["loc"]).upper()
             message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{name}: {message}")
+            # A check across variables (the model validator) names its variable itself.
+            problems.append(f"{name}: {message}" if name else message)
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
 
