@@ -58,6 +58,8 @@ def check_readiness(db: Database, settings: Settings) -> Readiness:
     if last_run is not None:
         if last_run.error_code == "intercom_auth_failed":
             problems.append("auth_failed")
+        elif last_run.error_code == "intercom_plan_restricted":
+            problems.append("plan_restricted")
         elif last_run.status == "blocked":
             problems.append("blocked_mass_removal")
         elif last_run.status == "failed":

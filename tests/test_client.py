@@ -18,6 +18,7 @@ from app.intercom.client import (
     IntercomBadResponse,
     IntercomClient,
     IntercomError,
+    IntercomPlanRestricted,
     IntercomRateLimited,
     IntercomUnavailable,
     RetryPolicy,
@@ -307,7 +308,25 @@ class TestRetries:
     def test_connection_errors_fail_with_unavailable(self) -> None:
         exc = failure(make_client(f"http://127.0.0.1:{free_port()}"), "list_admins")
         assert isinstance(exc, IntercomUnavailable)
+        assert "could not connect to 127.0.0.1" in exc.message
         assert_token_free(exc)
+
+    def test_connection_errors_and_timeouts_name_the_host(self) -> None:
+        def refuse(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError("Connection refused", request=request)
+
+        def slow(request: httpx.Request) -> httpx.Response:
+            raise httpx.ReadTimeout("slow", request=request)
+
+        url = "https://api.eu.intercom.io"
+        refused = failure(make_client(url, transport=httpx.MockTransport(refuse)), "list_admins")
+        assert isinstance(refused, IntercomUnavailable)
+        assert refused.message.startswith("GET /admins: could not connect to api.eu.intercom.io")
+        timed_out = failure(make_client(url, transport=httpx.MockTransport(slow)), "list_teams")
+        assert isinstance(timed_out, IntercomUnavailable)
+        assert "api.eu.intercom.io" in timed_out.message
+        assert_token_free(refused)
+        assert_token_free(timed_out)
 
 
 class TestTerminalErrors:
@@ -326,6 +345,30 @@ class TestTerminalErrors:
         assert exc.status == status
         assert len(sim.requests("/admins")) == 1
         assert_token_free(exc)
+
+    def test_a_403_api_plan_restricted_is_a_plan_error_not_retried(
+        self, sim: SimulatorServer
+    ) -> None:
+        sim.add_fault(path="/teams", status=403, error_code="api_plan_restricted", times=10)
+        exc = failure(make_client(sim.url), "list_teams")
+
+        assert isinstance(exc, IntercomPlanRestricted)
+        assert exc.code == "intercom_plan_restricted"
+        assert exc.status == 403
+        assert "plan" in exc.message
+        assert "refused the access token" not in exc.message
+        assert len(sim.requests("/teams")) == 1
+        assert_token_free(exc)
+
+    def test_the_401_message_is_self_contained_and_said_once(self, sim: SimulatorServer) -> None:
+        sim.add_fault(path="/me", status=401, times=10)
+        exc = failure(make_client(sim.url), "get_workspace")
+
+        assert not isinstance(exc, IntercomPlanRestricted)
+        assert exc.message == str(exc)
+        assert exc.message.count("refused the access token") == 1
+        assert exc.message.startswith("Intercom refused the access token (401 unauthorized)")
+        assert "GET /me" in exc.message and "INTERCOM_ACCESS_TOKEN" in exc.message
 
     def test_a_token_intercom_does_not_know_fails_at_once(self, sim: SimulatorServer) -> None:
         wrong = "wrong-token-which-must-not-leak-42"

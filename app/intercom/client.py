@@ -4,6 +4,7 @@ Errors form a small tree, so callers decide on kinds rather than status codes::
 
     IntercomError                 any failure talking to Intercom (has .code, .status)
     ├── IntercomAuthError         401/403 or a token_* code: terminal, never retried
+    │   └── IntercomPlanRestricted  403 api_plan_restricted: the plan lacks API access
     ├── IntercomNotFound          404 for a by-id lookup
     ├── IntercomRateLimited       429 (retried until X-RateLimit-Reset, bounded)
     ├── IntercomUnavailable       5xx, timeouts, connection errors (retried with backoff)
@@ -20,6 +21,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -67,6 +69,12 @@ class IntercomError(Exception):
 
 class IntercomAuthError(IntercomError):
     code = "intercom_auth_failed"
+
+
+class IntercomPlanRestricted(IntercomAuthError):
+    """403 `api_plan_restricted`: the token is fine, the workspace's plan lacks the API."""
+
+    code = "intercom_plan_restricted"
 
 
 class IntercomNotFound(IntercomError):
@@ -144,6 +152,7 @@ class IntercomClient:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self._retry = retry or RetryPolicy()
+        self._host = urlsplit(base_url).hostname or base_url
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={
@@ -248,19 +257,28 @@ class IntercomClient:
     async def _get_once(self, path: str, *, endpoint: str) -> Any:
         try:
             response = await self._http.get(path)
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
             INTERCOM_REQUESTS.labels(endpoint, "timeout").inc()
-            raise IntercomUnavailable(f"GET {path} timed out") from None
+            raise IntercomUnavailable(
+                f"GET {path}: {self._host} did not answer in time ({type(exc).__name__})"
+            ) from None
+        except httpx.ConnectError as exc:
+            INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
+            raise IntercomUnavailable(
+                f"GET {path}: could not connect to {self._host} ({type(exc).__name__}: {exc})"
+            ) from None
         except httpx.TransportError as exc:
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
-            raise IntercomUnavailable(f"GET {path} failed: {type(exc).__name__}: {exc}") from None
+            raise IntercomUnavailable(
+                f"GET {path}: connection to {self._host} failed ({type(exc).__name__}: {exc})"
+            ) from None
         except (OSError, AttributeError) as exc:
             # A connection reset while httpcore sets it up can escape unwrapped (anyio asks
             # the already-closed socket for its peer: AttributeError). It is still only a
             # connection failure, to be retried like one rather than failing the run outright.
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
             raise IntercomUnavailable(
-                f"GET {path} failed: connection lost ({type(exc).__name__}: {exc})"
+                f"GET {path}: connection to {self._host} lost ({type(exc).__name__}: {exc})"
             ) from None
         status = response.status_code
         INTERCOM_REQUESTS.labels(endpoint, str(status)).inc()
@@ -268,8 +286,16 @@ class IntercomClient:
             raise IntercomRateLimited(f"GET {path} was rate limited", reset_at=_reset_at(response))
         if status in (401, 403):
             code = _error_code(response) or ("unauthorized" if status == 401 else "forbidden")
+            if code == "api_plan_restricted":
+                raise IntercomPlanRestricted(
+                    f"Intercom answered 403 api_plan_restricted on GET {path}: the workspace's "
+                    "Intercom plan does not include API access to this endpoint; check the "
+                    "plan and the app's permissions in the Developer Hub",
+                    status=status,
+                )
             raise IntercomAuthError(
-                f"Intercom refused the access token ({status} {code}) on GET {path}",
+                f"Intercom refused the access token ({status} {code}) on GET {path}: "
+                "check INTERCOM_ACCESS_TOKEN and the app's permissions",
                 status=status,
             )
         if status == 404:
@@ -279,7 +305,11 @@ class IntercomClient:
         if status >= 400:
             code = _error_code(response) or "error"
             if code in AUTH_ERROR_CODES:
-                raise IntercomAuthError(f"Intercom refused the token ({code})", status=status)
+                raise IntercomAuthError(
+                    f"Intercom refused the access token ({status} {code}) on GET {path}: "
+                    "check INTERCOM_ACCESS_TOKEN",
+                    status=status,
+                )
             raise IntercomError(f"GET {path} answered {status} ({code})", status=status)
         try:
             return orjson.loads(response.content)
