@@ -26,7 +26,7 @@ from app.intercom.client import (
 from app.intercom.models import IntercomAdmin
 from app.simulator import SimulatorServer
 from app.sync.baseline import user_fields_from_admin
-from tests.support import SIM_TOKEN, free_port
+from tests.support import OPERATOR_TOKEN, SIM_TOKEN, ServiceServer, free_port, wait_for
 
 T = TypeVar("T")
 
@@ -368,7 +368,8 @@ class TestTerminalErrors:
         assert exc.message == str(exc)
         assert exc.message.count("refused the access token") == 1
         assert exc.message.startswith("Intercom refused the access token (401 unauthorized)")
-        assert "GET /me" in exc.message and "INTERCOM_ACCESS_TOKEN" in exc.message
+        assert "GET /me" in exc.message
+        assert "INTERCOM_ACCESS_TOKEN" in exc.message
 
     def test_a_token_intercom_does_not_know_fails_at_once(self, sim: SimulatorServer) -> None:
         wrong = "wrong-token-which-must-not-leak-42"
@@ -421,3 +422,28 @@ def test_no_error_message_contains_the_token_whatever_the_failure() -> None:
         with pytest.raises(IntercomError) as info:
             call(client, "list_admins")
         assert_token_free(info.value, secret)
+
+
+def test_readyz_reports_plan_restricted_after_a_403_api_plan_restricted_run(
+    service: ServiceServer, sim: SimulatorServer
+) -> None:
+    sim.clear_requests()
+    sim.add_fault(path="/admins", status=403, error_code="api_plan_restricted", times=100)
+    with service.client(OPERATOR_TOKEN) as ops:
+        response = ops.post("/resync")
+        assert response.status_code == 202, response.text
+        run_id = response.json()["id"]
+        finished = wait_for(
+            lambda: (r := ops.get(f"/sync-runs/{run_id}").json())["finished_at"] and r,
+            timeout=30,
+            what="the run to finish",
+        )
+    assert finished["status"] == "failed"
+    assert finished["error"]["code"] == "intercom_plan_restricted"
+    assert "plan" in finished["error"]["message"]
+    assert len(sim.requests("/admins")) == 1  # terminal: not retried
+    ready = httpx.get(f"{service.url}/readyz", timeout=10)
+    assert ready.status_code == 200  # the earlier baseline is still served
+    problems = ready.json()["problems"]
+    assert "plan_restricted" in problems
+    assert "auth_failed" not in problems

@@ -142,7 +142,8 @@ def test_a_token_in_both_lists_is_warned_about_without_its_value(
     warnings = startup_warnings(load_settings(_env_file=None))
     both = [w for w in warnings if "both" in w]
     assert len(both) == 1
-    assert "READ_API_TOKENS" in both[0] and "OPERATOR_API_TOKENS" in both[0]
+    assert "READ_API_TOKENS" in both[0]
+    assert "OPERATOR_API_TOKENS" in both[0]
     assert all(LONG_A not in w and LONG_B not in w for w in warnings)
 
     monkeypatch.setenv("OPERATOR_API_TOKENS", "cccc-long-token-0123456789")
