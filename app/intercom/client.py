@@ -260,7 +260,7 @@ class IntercomClient:
         except httpx.TimeoutException as exc:
             INTERCOM_REQUESTS.labels(endpoint, "timeout").inc()
             raise IntercomUnavailable(
-                f"GET {path}: {self._host} did not answer in time ({type(exc).__name__})"
+                f"GET {path}: timed out waiting for {self._host} ({type(exc).__name__})"
             ) from None
         except httpx.ConnectError as exc:
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
