@@ -9,6 +9,12 @@ from collections.abc import Sequence
 
 from app.settings import ConfigError, Settings, load_settings
 
+STATS_LINES = (
+    ("teammates", "users_added", "users_updated", "users_removed"),
+    ("teams", "teams_added", "teams_updated", "teams_removed"),
+    ("memberships", "memberships_added", None, "memberships_removed"),
+)
+
 
 def _settings_or_exit() -> Settings:
     try:
@@ -18,13 +24,35 @@ def _settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
+def _prepare_store_or_exit(settings: Settings) -> None:
+    """Migrate DATABASE_URL's store, or exit with one line naming the variable and cause."""
+    from app.store.migrate import MigrationsNotFound, StoreUnavailable, prepare_store
+
+    try:
+        prepare_store(settings.database_url)
+    except (StoreUnavailable, MigrationsNotFound) as exc:
+        print(f"intercom-sync: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def describe_stats(stats: dict[str, int]) -> list[str]:
+    """A run's stats as one readable line per kind of thing."""
+    lines = []
+    for kind, added, updated, removed in STATS_LINES:
+        parts = [f"{stats.get(added, 0)} added"]
+        if updated is not None:
+            parts.append(f"{stats.get(updated, 0)} updated")
+        parts.append(f"{stats.get(removed, 0)} removed")
+        lines.append(f"  {kind + ':':<13}" + ", ".join(parts))
+    return lines
+
+
 def cmd_migrate(_args: argparse.Namespace) -> int:
     from app.logging_setup import configure_logging
-    from app.store.migrate import upgrade_to_head
 
     settings = _settings_or_exit()
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
-    upgrade_to_head(settings.database_url)
+    _prepare_store_or_exit(settings)
     print("migrations applied: the store is at the latest schema")
     return 0
 
@@ -33,11 +61,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.logging_setup import configure_logging
-    from app.store.migrate import upgrade_to_head
 
     settings = _settings_or_exit()
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
-    upgrade_to_head(settings.database_url)
+    _prepare_store_or_exit(settings)
     uvicorn.run(
         "app.main:app",
         host=args.host,
@@ -53,27 +80,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sync(_args: argparse.Namespace) -> int:
+def cmd_sync(args: argparse.Namespace) -> int:
     from app.logging_setup import configure_logging
     from app.main import intercom_client_factory
+    from app.settings import startup_warnings
+    from app.store import sync_runs
     from app.store.engine import create_database
-    from app.store.migrate import upgrade_to_head
-    from app.sync.coordinator import SyncCoordinator
+    from app.sync.coordinator import SyncCoordinator, process_owner
 
     settings = _settings_or_exit()
     # Progress and the one-line reason are printed; log lines would only repeat them.
     configure_logging("critical", "console", settings.secret_values())
     print("migrating the store")
-    upgrade_to_head(settings.database_url)
+    _prepare_store_or_exit(settings)
+    # After the store: an unusable DATABASE_URL stays a one-line answer.
+    for warning in startup_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
     db = create_database(settings.database_url)
+    force: bool = args.force
 
     async def run() -> int:
         coordinator = SyncCoordinator(db, settings, intercom_client_factory(settings))
-        from app.store import sync_runs
-        from app.sync.coordinator import process_owner
-
         run_view, created = sync_runs.enqueue_run(
-            db, trigger="cli", force=False, owner=process_owner()
+            db, trigger="cli", force=force, owner=process_owner()
         )
         if not created:
             print(
@@ -82,11 +111,14 @@ def cmd_sync(_args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        if force:
+            print("force: the mass-removal brake is off for this run")
         result = await coordinator.execute(
-            run_view.id, force=False, trigger="cli", progress=lambda line: print(line, flush=True)
+            run_view.id, force=force, trigger="cli", progress=lambda line: print(line, flush=True)
         )
         if result.status == "succeeded":
-            print(f"sync succeeded (run {result.id}): {result.stats}")
+            # The outcome stays the last line, for scripts that read it.
+            print("\n".join([*describe_stats(result.stats), f"sync succeeded (run {result.id})"]))
             return 0
         reason = result.error_message or result.status
         print(f"sync {result.status}: {result.error_code}: {reason}", file=sys.stderr)
@@ -122,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
     sync = commands.add_parser("sync", help="run one baseline now and exit")
+    sync.add_argument(
+        "--force",
+        action="store_true",
+        help="apply the run even if it removes more than MAX_REMOVAL_FRACTION of teammates",
+    )
     sync.set_defaults(func=cmd_sync)
     migrate = commands.add_parser("migrate", help="apply database migrations (alembic upgrade)")
     migrate.set_defaults(func=cmd_migrate)

@@ -16,7 +16,7 @@ from app.simulator import SimulatorServer
 from app.store import sync_runs
 from app.store.engine import create_database, create_migration_engine
 from app.store.migrate import alembic_config
-from tests.support import ROOT, SIM_TOKEN, ServiceProcess, service_env, wait_for
+from tests.support import ROOT, SIM_TOKEN, ServiceProcess, free_port, service_env, wait_for
 
 BIN = Path(sys.executable).parent
 INTERCOM_SYNC = BIN / "intercom-sync"
@@ -115,3 +115,66 @@ class TestServe:
                 assert client.get("/api/v1/snapshot").json()["version"] == 1
         finally:
             process.terminate()
+
+
+class TestSyncForceAndStats:
+    def test_stats_are_printed_once_as_lines_and_force_passes_the_brake(
+        self, database_url: str, sim: SimulatorServer, tmp_path: Path
+    ) -> None:
+        env = service_env(database_url, sim)
+        first = run([INTERCOM_SYNC, "sync"], env, tmp_path)
+        assert first.returncode == 0, first.stderr
+        assert "{" not in first.stdout  # no Python dict, no JSON
+        assert "  teammates:   30 added, 0 updated, 0 removed" in first.stdout.splitlines()
+        assert first.stdout.count("added") == 3  # teammates, teams, memberships: once each
+
+        leavers = [a.id for a in sim.workspace.admins.values()][:12]
+        for admin_id in leavers:
+            sim.workspace.remove_admin(admin_id)
+        blocked = run([INTERCOM_SYNC, "sync"], env, tmp_path)
+        assert blocked.returncode == 1
+        reason = blocked.stderr.strip().splitlines()[-1]
+        assert reason.startswith("sync blocked: mass_removal_blocked: ")
+        assert "intercom-sync sync --force" in reason
+
+        forced = run([INTERCOM_SYNC, "sync", "--force"], env, tmp_path)
+        assert forced.returncode == 0, forced.stderr
+        assert "  teammates:   0 added, 0 updated, 12 removed" in forced.stdout.splitlines()
+        db = create_database(database_url)
+        try:
+            with db.reading() as session:
+                runs = sync_runs.list_runs(session, limit=10)
+        finally:
+            db.dispose()
+        assert [(r.status, r.force) for r in runs] == [
+            ("succeeded", True),
+            ("blocked", False),
+            ("succeeded", False),
+        ]
+
+
+def unusable_database_urls(tmp_path: Path) -> dict[str, str]:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    return {
+        # Root may write anywhere, so the folder is made impossible rather than read-only.
+        "sqlite folder that cannot be made": f"sqlite:///{blocker}/store/intercom-sync.db",
+        "postgres that does not answer": (
+            f"postgresql://sync:hunter2-secret@127.0.0.1:{free_port()}/intercom"
+        ),
+    }
+
+
+class TestStartupErrors:
+    def test_an_unusable_database_url_is_one_line_naming_it_for_every_command(
+        self, sim: SimulatorServer, tmp_path: Path
+    ) -> None:
+        for name, url in unusable_database_urls(tmp_path).items():
+            for command in (["serve", "--port", str(free_port())], ["sync"], ["migrate"]):
+                result = run([INTERCOM_SYNC, *command], service_env(url, sim), tmp_path)
+                where = (name, command[0], result.stderr)
+                assert result.returncode == 2, where
+                assert "Traceback" not in result.stderr, where
+                [line] = [x for x in result.stderr.splitlines() if x.strip()]
+                assert line.startswith("intercom-sync: DATABASE_URL: cannot open the store"), where
+                assert "hunter2-secret" not in result.stdout + result.stderr, where

@@ -14,12 +14,19 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class MigrationsNotFound(RuntimeError):
     """No alembic.ini with a migrations/ folder beside it was found."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The store of DATABASE_URL cannot be opened or migrated; the message is one line that
+    names the variable and the cause, never the password."""
 
 
 def _usable(ini: Path) -> bool:
@@ -55,6 +62,34 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade_to_head(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
+
+
+def prepare_store(database_url: str) -> None:
+    """Migrate the store to head, turning the ways a DATABASE_URL can be unusable (a folder
+    that cannot be written, a server that does not answer, a refused login) into
+    StoreUnavailable rather than a traceback."""
+    try:
+        upgrade_to_head(database_url)
+    except (OSError, DBAPIError, ArgumentError) as exc:
+        raise StoreUnavailable(describe_store_error(database_url, exc)) from exc
+
+
+def describe_store_error(database_url: str, exc: BaseException) -> str:
+    cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+    # Drivers write several lines (psycopg adds hints); the first says what happened.
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(cause).__name__
+    hint = ""
+    if "unable to open database file" in reason or isinstance(cause, PermissionError):
+        hint = " (is its folder writable by this user?)"
+    return f"DATABASE_URL: cannot open the store at {_safe_url(database_url)}: {reason}{hint}"
+
+
+def _safe_url(database_url: str) -> str:
+    try:
+        return make_url(database_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparseable URL)"
 
 
 def downgrade_to_base(database_url: str) -> None:
