@@ -343,6 +343,22 @@ class SqlRunner:
         self.engine.dispose()
 
 
+def go_string(value: Any) -> str:
+    """What baton-sql's EvaluateString leaves of a column value: Go strings and integers as they
+    are, anything else formatted with %s (bool -> "%!s(bool=true)", NULL -> "%!s(<nil>)")."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return f"%!s(bool={'true' if value else 'false'})"
+    if isinstance(value, int):
+        return str(value)
+    if value is None:
+        return "%!s(<nil>)"
+    if isinstance(value, float):
+        return f"%!s(float64={value:g})"
+    return f"%!s({type(value).__name__}={value})"
+
+
 def sql_value(expression: Any, row: dict[str, Any], resource: dict[str, str]) -> Any:
     def resolve(path: str) -> Any:
         if path.startswith("."):
@@ -402,11 +418,15 @@ class TestBatonSql:
                 assert traits["login"] == user["login"]
                 assert traits["status"] == "enabled"
                 assert traits["account_type"] == user["account_type"]
-                profile = traits["profile"]
-                # Booleans come back as 0/1 from SQLite and true/false from PostgreSQL.
-                assert {k: bool(v) if k != "job_title" else v for k, v in profile.items()} == user[
-                    "profile"
-                ]
+                # The strings C1 stores: baton-sql keeps strings and integers and formats any
+                # other value with Go's %s, so a raw boolean or NULL column would not match.
+                profile = {k: go_string(v) for k, v in traits["profile"].items()}
+                expected = {
+                    k: ("true" if v else "false") if isinstance(v, bool) else (v or "")
+                    for k, v in user["profile"].items()
+                }
+                assert profile == expected
+                assert go_string(traits["login"]) == (user["login"] or "")
 
             entitlements: dict[str, str] = {}
             grants: set[str] = set()
