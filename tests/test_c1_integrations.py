@@ -456,3 +456,131 @@ class TestBatonSql:
             assert runner.queries > len(body["teams"]) + len(body["roles"])
         finally:
             runner.close()
+
+
+# The YAML keys baton-sql knows: the `yaml:"…"` struct tags of ConductorOne/baton-sql
+# pkg/bsql/config.go (Config, DatabaseConfig, ResourceType, ListQuery, ResourceMapping,
+# Traits, UserTraitMapping, GroupTraitMapping, RoleTraitMapping, Pagination,
+# EntitlementMapping, GrantsQuery, GrantMapping). Maps of free keys (profile, vars,
+# resource_types, params) are not checked below their own level.
+_SQL_SCHEMA: dict[str, Any] = {
+    "app_name": None,
+    "app_description": None,
+    "connect": dict.fromkeys(
+        ("dsn", "scheme", "host", "port", "database", "user", "password", "params")
+    ),
+    "resource_types": "*",
+    "actions": None,
+}
+_PAGINATION = {"strategy": None, "primary_key": None, "page_size": None}
+_TRAITS = {
+    "user": dict.fromkeys(
+        (
+            "emails",
+            "status",
+            "status_details",
+            "profile",
+            "account_type",
+            "login",
+            "login_aliases",
+            "last_login",
+            "employee_ids",
+            "manager_id",
+            "manager_email",
+            "mfa_enabled",
+            "sso_enabled",
+        )
+    ),
+    "group": {"profile": None},
+    "role": {"profile": None},
+    "app": {"help_url": None, "profile": None},
+}
+_ENTITLEMENT = dict.fromkeys(
+    (
+        "id",
+        "display_name",
+        "description",
+        "grantable_to",
+        "purpose",
+        "slug",
+        "immutable",
+        "skip_if",
+        "provisioning",
+        "exclusion_group",
+    )
+)
+_RESOURCE_TYPE: dict[str, Any] = {
+    "name": None,
+    "description": None,
+    "skip_entitlements_and_grants": None,
+    "account_provisioning": None,
+    "credential_rotation": None,
+    "list": {
+        "vars": None,
+        "query": None,
+        "pagination": _PAGINATION,
+        "map": {
+            "id": None,
+            "display_name": None,
+            "description": None,
+            "traits": _TRAITS,
+            "annotations": None,
+        },
+    },
+    "entitlements": {"vars": None, "query": None, "pagination": _PAGINATION, "map": [_ENTITLEMENT]},
+    "static_entitlements": [_ENTITLEMENT],
+    "grants": [
+        {
+            "vars": None,
+            "query": None,
+            "pagination": _PAGINATION,
+            "map": [
+                dict.fromkeys(
+                    (
+                        "skip_if",
+                        "principal_id",
+                        "principal_type",
+                        "entitlement_id",
+                        "annotations",
+                        "expandable",
+                    )
+                )
+            ],
+        }
+    ],
+}
+
+
+def unknown_sql_keys(data: Any, schema: Any = _SQL_SCHEMA, where: str = "") -> list[str]:
+    """Every key of a baton-sql config that pkg/bsql/config.go has no yaml tag for."""
+    if schema is None:
+        return []
+    if schema == "*":
+        return [
+            p for k, v in data.items() for p in unknown_sql_keys(v, _RESOURCE_TYPE, f"{where}.{k}")
+        ]
+    if isinstance(schema, list):
+        return [
+            p for i, v in enumerate(data) for p in unknown_sql_keys(v, schema[0], f"{where}[{i}]")
+        ]
+    found = []
+    for key, value in data.items():
+        if key not in schema:
+            found.append(f"{where}.{key}")
+        else:
+            found += unknown_sql_keys(value, schema[key], f"{where}.{key}")
+    return found
+
+
+class TestBatonSqlKeys:
+    def test_every_key_of_the_config_is_one_baton_sql_knows(self) -> None:
+        assert unknown_sql_keys(load(SQL_CONFIG)) == []
+
+    def test_a_misspelled_key_is_rejected(self) -> None:
+        config = load(SQL_CONFIG)
+        config["resource_types"]["user"]["list"]["map"]["traits"]["user"]["last_logon"] = ".x"
+        config["resource_types"]["team"]["grants"][0]["pagniation"] = {}
+        assert unknown_sql_keys(config) == [
+            ".resource_types.user.list.map.traits.user.last_logon",
+            ".resource_types.team.grants[0].pagniation",
+        ]
