@@ -25,6 +25,7 @@ READ_ROUTES: list[Route] = [
     ("GET", "/api/v1/teams/{team}/members"),
     ("GET", "/api/v1/roles"),
     ("GET", "/api/v1/roles/1"),
+    ("GET", "/api/v1/roles/1/members"),
     ("GET", "/api/v1/grants"),
     ("GET", "/api/v1/changes?since=0"),
 ]

@@ -33,6 +33,19 @@ def table_names(database_url: str) -> set[str]:
         engine.dispose()
 
 
+def view_names(database_url: str) -> set[str]:
+    engine = create_migration_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return set(inspect(conn).get_view_names())
+    finally:
+        engine.dispose()
+
+
+# Views are not models (autogenerate compares tables only): listed here so none goes missing.
+MIGRATION_VIEWS = {"c1_user"}
+
+
 def schema_differences(database_url: str) -> list[object]:
     """What `alembic check` compares: the migrated schema against the models."""
     engine = create_migration_engine(database_url)
@@ -65,6 +78,7 @@ class TestUpAndDown:
         assert table_names(database_url) == set()
         upgrade_to_head(database_url)
         assert table_names(database_url) == MODEL_TABLES | {"alembic_version"}
+        assert view_names(database_url) == MIGRATION_VIEWS
         assert schema_differences(database_url) == []
 
     def test_upgrade_at_head_changes_nothing(self, database_url: str) -> None:
@@ -82,8 +96,10 @@ class TestUpAndDown:
         downgrade_to_base(database_url)
         # alembic keeps its (now empty) bookkeeping table; every table of ours is gone.
         assert table_names(database_url) <= {"alembic_version"}
+        assert view_names(database_url) == set()
         assert head_revisions(database_url) == []
         upgrade_to_head(database_url)
+        assert view_names(database_url) == MIGRATION_VIEWS
         assert schema_differences(database_url) == []
 
 

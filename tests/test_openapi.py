@@ -179,6 +179,10 @@ def test_every_json_route_answers_what_the_document_says(
             "get", "/api/v1/roles/{role_id}", reader.get(f"/api/v1/roles/{full['roles'][0]['id']}")
         )
         check("get", "/api/v1/roles/{role_id}", reader.get("/api/v1/roles/nope"))
+        holders = "/api/v1/roles/{role_id}/members"
+        role_id = full["roles"][0]["id"]
+        check("get", holders, reader.get(f"/api/v1/roles/{role_id}/members", params={"limit": 1}))
+        check("get", holders, reader.get("/api/v1/roles/nope/members"))
 
         # Change feed.
         feed = check("get", "/api/v1/changes", reader.get("/api/v1/changes", params={"since": 0}))

@@ -65,6 +65,25 @@ def test_with_2_16_roles_are_a_third_resource_type_with_entitlements_and_grants(
         paged_roles = all_items(client, "/api/v1/roles", limit=2)
         paged_grants = all_items(client, "/api/v1/grants", limit=7)
         single = {rid: client.get(f"/api/v1/roles/{rid}").json() for rid in names}
+        members = {
+            rid: [m["user_id"] for m in all_items(client, f"/api/v1/roles/{rid}/members", 2)]
+            for rid in names
+        }
+        foreign_cursor = client.get("/api/v1/users", params={"limit": 1}).json()["next_cursor"]
+        first_role, second_role = sorted(names)[:2]
+        role_cursor = client.get(f"/api/v1/roles/{first_role}/members", params={"limit": 1}).json()[
+            "next_cursor"
+        ]
+        refused = {
+            "unknown role": client.get("/api/v1/roles/nope/members"),
+            "users cursor": client.get(
+                f"/api/v1/roles/{first_role}/members", params={"cursor": foreign_cursor}
+            ),
+            "another role's cursor": client.get(
+                f"/api/v1/roles/{second_role}/members", params={"cursor": role_cursor}
+            ),
+            "limit 0": client.get(f"/api/v1/roles/{first_role}/members", params={"limit": 0}),
+        }
 
     assert ROLE_TYPE in body["resource_types"]
     assert [t["id"] for t in body["resource_types"]] == ["user", "team", "role"]
@@ -103,6 +122,15 @@ def test_with_2_16_roles_are_a_third_resource_type_with_entitlements_and_grants(
     assert single == {r["id"]: r for r in body["roles"]}
     assert {g["id"]: g for g in paged_grants} == {g["id"]: g for g in body["grants"]}
     assert len(paged_grants) == len(body["grants"])
+    # One role's holders, in user id order: its member_ids, which are its grants.
+    assert members == {r["id"]: r["member_ids"] for r in body["roles"]}
+    assert all(ids == sorted(ids) for ids in members.values())
+    assert {(what, r.status_code, r.json()["error"]["code"]) for what, r in refused.items()} == {
+        ("unknown role", 404, "not_found"),
+        ("users cursor", 400, "invalid_cursor"),
+        ("another role's cursor", 400, "invalid_cursor"),
+        ("limit 0", 400, "invalid_request"),
+    }
 
 
 def test_changing_a_role_and_resyncing_moves_the_grant(
@@ -150,6 +178,7 @@ def test_with_2_14_there_are_no_roles_anywhere(
         users = all_items(client, "/api/v1/users", limit=50)
         roles = client.get("/api/v1/roles").json()
         single = client.get("/api/v1/roles/1")
+        members = client.get("/api/v1/roles/1/members")
     assert [t["id"] for t in body["resource_types"]] == ["user", "team"]
     assert "roles" not in body
     assert all(e["resource_type"] == "team" for e in body["entitlements"])
@@ -159,6 +188,7 @@ def test_with_2_14_there_are_no_roles_anywhere(
     assert roles["items"] == []
     assert roles["next_cursor"] is None
     assert single.status_code == 404
+    assert members.status_code == 404
 
 
 def test_the_simulator_sends_role_only_from_2_16(sim: SimulatorServer) -> None:
@@ -196,6 +226,7 @@ def test_going_back_to_2_14_hides_stored_roles_and_the_next_sync_drops_them(
         assert not role_grants(body)
         assert client.get("/api/v1/roles").json()["items"] == []
         assert client.get("/api/v1/roles/1").status_code == 404
+        assert client.get("/api/v1/roles/1/members").status_code == 404
         assert all(g["id"].startswith("team:") for g in all_items(client, "/api/v1/grants", 50))
         version = body["version"]
         resync(service)

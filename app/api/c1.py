@@ -229,6 +229,23 @@ async def get_role(role_id: str, services: ServicesDep) -> Response:
 
 
 @router.get(
+    "/roles/{role_id}/members",
+    summary="A role's holders, a page at a time",
+    responses={200: {"model": MemberPage}, 404: {"model": ErrorBody}, **_PAGE_ERRORS},
+)
+async def list_role_members(
+    role_id: str, services: ServicesDep, limit: Limit = 100, cursor: Cursor = None
+) -> Response:
+    roles = services.settings.roles_supported
+    return await _read(
+        services,
+        lambda s: views.role_members_page(
+            s, role_id, cursor=cursor, limit=limit, roles_enabled=roles
+        ),
+    )
+
+
+@router.get(
     "/grants",
     summary="Every grant, a page at a time",
     responses={200: {"model": GrantPage}, **_PAGE_ERRORS},

@@ -123,6 +123,20 @@ def team_members_page(
     return _page(header, listing, items, limit, member_ids[-1] if member_ids else None)
 
 
+def role_members_page(
+    session: Session, role_id: str, *, cursor: str | None, limit: int, roles_enabled: bool
+) -> dict[str, Any]:
+    """The holders of one role: what baton-http reads per role instead of every grant."""
+    header = _synced_header(session)
+    if not roles_enabled or not reads.page_roles(session, after=None, limit=1, only=role_id)[0]:
+        raise ApiError(404, "not_found", f"there is no role {role_id}")
+    listing = f"role-members:{role_id}"
+    after = _str_position(_position(header, listing, cursor))
+    holder_ids = reads.role_holder_ids(session, role_id, after=after, limit=limit)
+    items = [{"user_id": uid} for uid in holder_ids]
+    return _page(header, listing, items, limit, holder_ids[-1] if holder_ids else None)
+
+
 def grants_page(
     session: Session, *, cursor: str | None, limit: int, roles_enabled: bool
 ) -> dict[str, Any]:

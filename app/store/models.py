@@ -102,6 +102,9 @@ class User(Base):
     event_applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_version: Mapped[int] = mapped_column(BigInteger, default=0)
 
+    # One role's holders (GET /api/v1/roles/{id}/members, the role grants), by user id.
+    __table_args__ = (Index("ix_user_role_id", "role_id", "id"),)
+
 
 class Team(Base):
     __tablename__ = "team"

@@ -210,6 +210,14 @@ def page_roles(
     return rows, holders
 
 
+def role_holder_ids(session: Session, role_id: str, *, after: str | None, limit: int) -> list[str]:
+    """A keyset page of the current teammates holding `role_id`, by user id."""
+    query = select(User.id).where(User.role_id == role_id, User.removed_at.is_(None))
+    if after is not None:
+        query = query.where(User.id > after)
+    return list(session.execute(query.order_by(User.id).limit(limit)).scalars())
+
+
 def page_memberships(
     session: Session, *, after: tuple[str, str] | None, limit: int
 ) -> Sequence[AnyRow]:
