@@ -1,15 +1,18 @@
-"""The ready-made C1 configurations in `integrations/c1/` work against the real service.
+"""The ready-made C1 configurations in `integrations/c1/` work under the real tools' rules.
 
-Each file is run by a small interpreter of the subset of its connector's format it uses: the
-baton-http file's requests go to a running service (every path must be a route of the app,
-every `items_path` and every field its CEL mappings name must exist in the real JSON); the
-baton-sql file's queries run on the test's migrated, synced store (SQLite or PostgreSQL). Both
-must yield exactly the users, teams, roles, entitlements and grants of the snapshot."""
+`tests/c1_tools.py` runs each file as its tool would (real CEL through cel-python; paging,
+placeholders, type conversion and trait mapping mirrored from baton-sql's source and
+baton-http's authoring guide, each rule citing its file): the baton-http file against a
+running service, the baton-sql file on the test's migrated, synced store (SQLite, or
+PostgreSQL with TEST_DATABASE_URL). Both must yield exactly the users, teams, roles,
+entitlements, grants and profile strings of `/api/v1/snapshot`, and every YAML key must be one
+its tool knows."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,20 @@ from sqlalchemy import create_engine, text
 
 from app.main import create_app
 from app.simulator import SimulatorServer
+from app.simulator.state import SimAdmin
 from app.simulator.webhooks import admin_webhook_item, build_notification, encode_notification
 from app.store.engine import normalize_database_url
+from tests.c1_tools import (
+    BatonHttp,
+    BatonSql,
+    BatonSqlError,
+    clamp_page_size,
+    go_percent_s,
+    parse_time,
+    prepare_query,
+    sql_evaluate_string,
+    sql_preprocess,
+)
 from tests.support import (
     READ_TOKEN,
     ROOT,
@@ -36,81 +51,39 @@ HTTP_CONFIG = ROOT / "integrations" / "c1" / "baton-http.yaml"
 SQL_CONFIG = ROOT / "integrations" / "c1" / "baton-sql.yaml"
 ENV_VAR = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
+# Three teammates whose every profile string is asserted literally (issue 12.4).
+SEAT_HOLDER = SimAdmin(
+    id="990001",
+    name="Sam Seat",
+    email="sam.seat@acme.example",
+    job_title="Support Lead",
+    has_inbox_seat=True,
+    away_mode_enabled=True,
+    away_mode_reassign=False,
+)
+NO_JOB_TITLE = SimAdmin(
+    id="990002", name="Nora Plain", email="nora.plain@acme.example", has_inbox_seat=False
+)
+SEAT_HOLDER_LOGIN = 1_796_560_245  # 2026-12-06T12:30:45Z
+SEAT_HOLDER_LOGIN_TEXT = "2026-12-06T12:30:45Z"
+
 
 def load(path: Path) -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load(path.read_text())
     return config
 
 
-# -- a tiny CEL subset: paths, string literals, `+`, `==` / `!=` ------------------------------
-
-_TOKEN = re.compile(
-    r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<op>==|!=|\+)"""
-    r"""|(?P<path>\.?[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*))"""
-)
-
-
-def cel(expression: str, resolve: Callable[[str], Any]) -> Any:
-    """Evaluate `expression`; `resolve` turns a path (`item.a.b`, `.col`) into its value and
-    raises KeyError when the real data has no such field."""
-    tokens: list[tuple[str, str]] = []
-    position = 0
-    source = expression.strip()
-    while position < len(source):
-        match = _TOKEN.match(source, position)
-        assert match is not None, f"unsupported CEL: {expression!r}"
-        assert match.end() > position, f"unsupported CEL: {expression!r}"
-        kind = match.lastgroup
-        assert kind is not None
-        tokens.append((kind, match.group(kind)))
-        position = match.end()
-        while position < len(source) and source[position].isspace():
-            position += 1
-
-    def atom(token: tuple[str, str]) -> Any:
-        kind, value = token
-        if kind == "str":
-            return value[1:-1]
-        assert kind == "path", f"unexpected {value!r} in {expression!r}"
-        return resolve(value)
-
-    def sum_of(part: list[tuple[str, str]]) -> Any:
-        assert len(part) % 2 == 1, f"malformed CEL: {expression!r}"
-        result = atom(part[0])
-        for i in range(1, len(part), 2):
-            assert part[i] == ("op", "+"), f"unsupported CEL: {expression!r}"
-            result = result + atom(part[i + 1])
-        return result
-
-    comparisons = [i for i, t in enumerate(tokens) if t in (("op", "=="), ("op", "!="))]
-    if not comparisons:
-        return sum_of(tokens)
-    assert len(comparisons) == 1, f"unsupported CEL: {expression!r}"
-    i = comparisons[0]
-    left, right = sum_of(tokens[:i]), sum_of(tokens[i + 1 :])
-    return left == right if tokens[i][1] == "==" else left != right
-
-
-def walk(data: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        if not isinstance(data, dict) or key not in data:
-            raise KeyError(f"{dotted!r}: no {key!r} in the real response")
-        data = data[key]
-    return data
-
-
 def expand(value: str, env: dict[str, str]) -> str:
     return ENV_VAR.sub(lambda m: env[m.group(1)], value)
 
 
-def deliver_removal(service: ServiceServer, sim: SimulatorServer, admin_id: str) -> None:
-    admin = sim.workspace.get_admin(admin_id)
-    assert admin is not None
+def deliver(
+    service: ServiceServer, sim: SimulatorServer, topic: str, admin: SimAdmin, **kw: Any
+) -> None:
     item = admin_webhook_item(admin)
-    item["team_ids"] = []
-    envelope = build_notification(
-        "admin.removed_from_workspace", item, app_id=sim.workspace.id_code
-    )
+    if topic == "admin.removed_from_workspace":
+        item["team_ids"] = []
+    envelope = build_notification(topic, item, app_id=sim.workspace.id_code, **kw)
     body = encode_notification(envelope)
     response = httpx.post(
         f"{service.url}/webhooks/intercom", content=body, headers=signed_headers(body), timeout=10
@@ -122,22 +95,29 @@ def deliver_removal(service: ServiceServer, sim: SimulatorServer, admin_id: str)
 def synced(
     start_service: Callable[..., ServiceServer], sim: SimulatorServer
 ) -> tuple[ServiceServer, dict[str, Any]]:
-    """A 2.16 service (roles on) whose store holds a removed teammate's tombstone."""
+    """A 2.16 service (roles on) whose store holds a removed teammate's tombstone, a seat
+    holder who signed in, a teammate without a job title, and Fin (a service account)."""
+    for admin in (SEAT_HOLDER, NO_JOB_TITLE):
+        sim.workspace.upsert_admin(admin.copy())
     service = start_service(intercom_api_version="2.16")
     removed = next(
         a
         for a in sorted(sim.workspace.admins.values(), key=lambda a: a.id)
         if a.team_ids and a.role
     )
-    deliver_removal(service, sim, removed.id)
+    deliver(service, sim, "admin.removed_from_workspace", removed)
+    deliver(service, sim, "admin.logged_in", SEAT_HOLDER, created_at=SEAT_HOLDER_LOGIN)
     with service.client() as client:
 
-        def removal_applied() -> dict[str, Any] | None:
+        def applied() -> dict[str, Any] | None:
             body = snapshot(client)
-            return body if removed.id not in {u["id"] for u in body["users"]} else None
+            users = {u["id"]: u for u in body["users"]}
+            done = removed.id not in users and users[SEAT_HOLDER.id]["last_login_at"]
+            return body if done else None
 
-        body = wait_for(removal_applied, timeout=20, what="the removal to be applied")
+        body = wait_for(applied, timeout=20, what="the removal and the sign-in to be applied")
     assert body["roles"]
+    assert {u["account_type"] for u in body["users"]} == {"human", "service"}
     return service, body
 
 
@@ -147,6 +127,18 @@ def expected_resources(body: dict[str, Any]) -> dict[str, dict[str, str]]:
         "team": {t["id"]: t["display_name"] for t in body["teams"]},
         "role": {r["id"]: r["display_name"] for r in body["roles"]},
     }
+
+
+def text_of(value: Any) -> str:
+    """A snapshot value as the configurations render it: booleans "true"/"false", null ""."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def fin(body: dict[str, Any]) -> dict[str, Any]:
+    (bot,) = [u for u in body["users"] if u["account_type"] == "service"]
+    return bot
 
 
 # -- baton-http ------------------------------------------------------------------------------
@@ -187,10 +179,11 @@ class TestBatonHttp:
             "team": ["group"],
             "role": ["role"],
         }
-        user_traits = types["user"]["list"]["response"]["resource_mapping"]["user_traits"]
-        assert {"email", "login", "status", "profile"} <= set(user_traits)
         assert [e["id"] for e in types["team"]["static_entitlements"]] == ["member"]
         assert [e["id"] for e in types["role"]["static_entitlements"]] == ["assigned"]
+        # The guide shows `resource` in entitlements and URL templates, not in skip_if: none
+        # is needed, since every grant list is one resource's own.
+        assert all("skip_if" not in block["response"] for _, block in http_requests(config))
 
     def test_every_request_path_is_a_get_route_of_the_app(self, database_url: str) -> None:
         # The app builds its document from its routes: no need to serve it.
@@ -212,250 +205,253 @@ class TestBatonHttp:
         env = {"INTERCOM_SYNC_URL": service.url, "INTERCOM_SYNC_READ_TOKEN": READ_TOKEN}
         assert used == set(env)
         connect = config["connect"]
-        paging = connect["pagination"]
         headers = {
             **connect["request_defaults"]["headers"],
             "Authorization": f"Bearer {expand(connect['auth']['token'], env)}",
         }
-        pages_read = 0
-        # Small pages, so the cursor is really followed.
-        page_size = 4
+        with httpx.Client(
+            base_url=expand(connect["base_url"], env), headers=headers, timeout=30
+        ) as http:
 
-        def fetch_items(url: str, items_path: str) -> Iterator[dict[str, Any]]:
-            nonlocal pages_read
-            cursor = None
-            with httpx.Client(base_url=expand(connect["base_url"], env), timeout=30) as http:
-                while True:
-                    params: dict[str, Any] = {paging["limit_param"]: page_size}
-                    if cursor:
-                        params[paging["cursor_param"]] = cursor
-                    response = http.get(url, params=params, headers=headers)
-                    assert response.status_code == 200, (url, response.text)
-                    page = response.json()
-                    pages_read += 1
-                    yield from walk(page, items_path)
-                    cursor = walk(page, paging["cursor_path"])
-                    if not cursor:
-                        return
+            def get(url: str, params: dict[str, Any]) -> Any:
+                response = http.get(url, params=params)
+                assert response.status_code == 200, (url, response.text)
+                return response.json()
 
-        resources: dict[str, dict[str, dict[str, Any]]] = {}
-        for type_id, resource_type in config["resource_types"].items():
-            block = resource_type["list"]
-            assert block["response"]["mapping_type"] == "resource"
-            mapping = block["response"]["resource_mapping"]
-            found: dict[str, dict[str, Any]] = {}
-            for item in fetch_items(block["request"]["url"], block["response"]["items_path"]):
-                mapped = self._map(mapping, {"item": item})
-                found[mapped["id"]] = mapped
-            resources[type_id] = found
+            # Small pages, so the cursor is really followed.
+            tool = BatonHttp(config, get, page_size=4)
+            resources = {
+                t: {r["id"]: r for r in tool.resources(t)} for t in config["resource_types"]
+            }
+            entitlements: dict[str, str] = {}
+            grants: set[str] = set()
+            for type_id, found in resources.items():
+                for rid, mapped in found.items():
+                    scope = {"id": rid, "display_name": mapped["display_name"]}
+                    entitlements |= tool.static_entitlements(type_id, scope)
+                    grants |= tool.grants(type_id, scope)
 
         assert {
             t: {i: r["display_name"] for i, r in rs.items()} for t, rs in resources.items()
-        } == (expected_resources(body))
+        } == expected_resources(body)
         for user in body["users"]:
-            mapped = resources["user"][user["id"]]["user_traits"]
-            assert mapped["email"] == user["email"]
-            assert mapped["login"] == user["login"]
-            assert mapped["status"] == "enabled"
-            assert mapped["profile"] == {
+            assert resources["user"][user["id"]]["user_traits"] == {
                 "email": user["email"],
+                "login": user["login"],
+                "status": "enabled",
                 "account_type": user["account_type"],
-                "last_login_at": user["last_login_at"],
-                **user["profile"],
+                "profile": {
+                    "email": text_of(user["email"]),
+                    "account_type": user["account_type"],
+                    "last_login_at": text_of(user["last_login_at"]),
+                    **{k: text_of(v) for k, v in user["profile"].items()},
+                },
             }
-
-        entitlements: dict[str, str] = {}
-        grants: set[str] = set()
-        for type_id, resource_type in config["resource_types"].items():
-            for rid, mapped in resources[type_id].items():
-                scope = {"resource": {"id": rid, "display_name": mapped["display_name"]}}
-                for static in resource_type.get("static_entitlements", []):
-                    assert static["purpose"] == "assignment"
-                    assert static["grantable_to"] == ["user"]
-                    name = self._value(static["display_name"], scope)
-                    entitlements[f"{type_id}:{rid}:{static['id']}"] = name
-                for block in resource_type.get("grants", []):
-                    response = block["response"]
-                    assert response["mapping_type"] == "grant"
-                    url = block["request"]["url"].removeprefix("tmpl:")
-                    url = url.replace("{{.resource.id}}", rid)
-                    for item in fetch_items(url, response["items_path"]):
-                        if "skip_if" in response and self._value(
-                            response["skip_if"], {**scope, "item": item}
-                        ):
-                            continue
-                        g = self._map(response["grant_mapping"], {**scope, "item": item})
-                        grants.add(
-                            f"{type_id}:{rid}:{g['entitlement_name']}:"
-                            f"{g['principal_type']}:{g['principal_id']}"
-                        )
+        traits = {uid: r["user_traits"] for uid, r in resources["user"].items()}
+        assert traits[SEAT_HOLDER.id]["profile"] == {
+            "email": "sam.seat@acme.example",
+            "account_type": "human",
+            "job_title": "Support Lead",
+            "has_inbox_seat": "true",
+            "away_mode_enabled": "true",
+            "away_mode_reassign": "false",
+            "last_login_at": SEAT_HOLDER_LOGIN_TEXT,
+        }
+        assert traits[NO_JOB_TITLE.id]["profile"] == {
+            "email": "nora.plain@acme.example",
+            "account_type": "human",
+            "job_title": "",
+            "has_inbox_seat": "false",
+            "away_mode_enabled": "false",
+            "away_mode_reassign": "false",
+            "last_login_at": "",
+        }
+        bot = fin(body)
+        assert traits[bot["id"]]["account_type"] == "service"
+        assert traits[bot["id"]]["profile"] == {
+            "email": bot["email"],
+            "account_type": "service",
+            "job_title": "",
+            "has_inbox_seat": "true",
+            "away_mode_enabled": "false",
+            "away_mode_reassign": "false",
+            "last_login_at": "",
+        }
         assert entitlements == {e["id"]: e["display_name"] for e in body["entitlements"]}
         assert grants == {g["id"] for g in body["grants"]}
-        assert pages_read > len(body["teams"]) + len(body["roles"])
-
-    @classmethod
-    def _value(cls, value: Any, scope: dict[str, Any]) -> Any:
-        if isinstance(value, str) and value.startswith("cel:"):
-            return cel(value.removeprefix("cel:"), lambda path: walk(scope, path))
-        return value
-
-    @classmethod
-    def _map(cls, mapping: Any, scope: dict[str, Any]) -> Any:
-        if isinstance(mapping, dict):
-            return {k: cls._map(v, scope) for k, v in mapping.items()}
-        return cls._value(mapping, scope)
+        # One list per resource type and one member list per team and role, each paged.
+        assert tool.pages > len(body["teams"]) + len(body["roles"]) + 3
 
 
 # -- baton-sql -------------------------------------------------------------------------------
 
-_PLACEHOLDER = re.compile(r"\?<([A-Za-z0-9_]+)>")
 
+class TestBatonSqlRules:
+    """The mirrored rules themselves, on the cases the source names."""
 
-class SqlRunner:
-    """Runs baton-sql queries the way baton-sql does: `?<Limit>` is the page size plus one,
-    `?<Cursor>` the last primary key of the previous page ("" at first), other `?<name>`s
-    come from the query's `vars`."""
+    def test_columns_become_cols_lookups_and_a_bare_word_is_a_string(self) -> None:
+        assert sql_preprocess(".email") == "cols['email']"
+        assert sql_preprocess("user") == '"user"'
+        assert sql_preprocess("resource.DisplayName + ' Role'") == "resource.DisplayName + ' Role'"
+        assert sql_preprocess(".a + .b") == "cols['a'] + cols['b']"
 
-    def __init__(self, database_url: str, page_size: int) -> None:
-        self.engine = create_engine(normalize_database_url(database_url))
-        self.page_size = page_size
-        self.queries = 0
+    def test_evaluate_string_keeps_strings_and_integers_and_garbles_the_rest(self) -> None:
+        row = {"s": "x", "n": 7, "t": True, "f": False, "z": None, "d": 1.5}
+        inputs = {"cols": row}
+        when = datetime(2026, 12, 6, 12, 30, 45, tzinfo=UTC)
+        assert {k: sql_evaluate_string(f".{k}", inputs) for k in row} == {
+            "s": "x",
+            "n": "7",
+            "t": "%!s(bool=true)",
+            "f": "%!s(bool=false)",
+            "z": "NULL_VALUE",
+            "d": "%!s(float64=1.5)",
+        }
+        assert go_percent_s(when) == "2026-12-06 12:30:45 +0000 UTC"
 
-    def rows(self, block: dict[str, Any], bound: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        paging = block["pagination"]
-        assert paging["strategy"] == "cursor"
-        names = _PLACEHOLDER.findall(block["query"])
-        assert {"Cursor", "Limit"} <= set(names)
-        sql = _PLACEHOLDER.sub(lambda m: f":p_{m.group(1).lower()}", block["query"])
-        cursor = ""
-        while True:
-            params = {"p_limit": self.page_size + 1, "p_cursor": cursor}
-            params.update({f"p_{k.lower()}": v for k, v in bound.items()})
-            with self.engine.connect() as conn:
-                result = [dict(r._mapping) for r in conn.execute(text(sql), params)]
-            self.queries += 1
-            yield from result[: self.page_size]
-            if len(result) <= self.page_size:
-                return
-            cursor = result[self.page_size - 1][paging["primary_key"]]
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-
-def go_string(value: Any) -> str:
-    """What baton-sql's EvaluateString leaves of a column value: Go strings and integers as they
-    are, anything else formatted with %s (bool -> "%!s(bool=true)", NULL -> "%!s(<nil>)")."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return f"%!s(bool={'true' if value else 'false'})"
-    if isinstance(value, int):
-        return str(value)
-    if value is None:
-        return "%!s(<nil>)"
-    if isinstance(value, float):
-        return f"%!s(float64={value:g})"
-    return f"%!s({type(value).__name__}={value})"
-
-
-def sql_value(expression: Any, row: dict[str, Any], resource: dict[str, str]) -> Any:
-    def resolve(path: str) -> Any:
-        if path.startswith("."):
-            if path[1:] not in row:
-                raise KeyError(f"{path!r}: the query returns no such column")
-            return row[path[1:]]
-        return {
-            "resource.ID": resource.get("ID"),
-            "resource.DisplayName": resource.get("DisplayName"),
-        }[path]
-
-    return cel(expression, resolve) if isinstance(expression, str) else expression
-
-
-def sql_map(mapping: Any, row: dict[str, Any], resource: dict[str, str]) -> Any:
-    if isinstance(mapping, dict):
-        return {k: sql_map(v, row, resource) for k, v in mapping.items()}
-    if isinstance(mapping, list):
-        return [sql_map(v, row, resource) for v in mapping]
-    return sql_value(mapping, row, resource)
+    def test_placeholders_bind_limit_plus_one_the_cursor_and_declared_vars_only(self) -> None:
+        sql, params = prepare_query(
+            "SELECT 1 WHERE a = ?<Team_ID> AND id > ?<Cursor> LIMIT ?<Limit> OFFSET ?<offset>",
+            limit=4,
+            offset=0,
+            cursor="",
+            variables={"team_id": "7", "unused": "ignored"},
+        )
+        assert sql == "SELECT 1 WHERE a = :p1 AND id > :p2 LIMIT :p3 OFFSET :p4"
+        assert params == {"p1": "7", "p2": "", "p3": 5, "p4": 0}
+        with pytest.raises(BatonSqlError, match=r"unknown token \?<role_id>"):
+            prepare_query("SELECT ?<role_id>", limit=1, offset=0, cursor="", variables={})
+        assert [clamp_page_size(n, None) for n in (0, -3, 1, 1000, 5000)] == [100, 1, 1, 1000, 1000]
+        assert clamp_page_size(0, 250) == 250
 
 
 class TestBatonSql:
-    def test_the_file_is_a_baton_sql_config_over_the_store_tables(self) -> None:
+    def test_the_file_is_a_baton_sql_config_over_the_reader_view_and_tables(self) -> None:
         config = load(SQL_CONFIG)
         assert config["app_name"]
         assert ENV_VAR.search(config["connect"]["dsn"]), "credentials come from the environment"
         assert set(config["resource_types"]) == {"user", "team", "role"}
         everything = SQL_CONFIG.read_text()
-        # `user` is reserved in PostgreSQL: every use of the table is quoted.
-        assert not re.search(r"(?i)\b(from|join)\s+user\b", everything)
-        assert '"user"' in everything
-        assert "removed_at IS NULL" in config["resource_types"]["user"]["list"]["query"]
+        # Teammates only through c1_user (active, text columns), never the raw table.
+        assert not re.search(r'(?i)\b(from|join)\s+("user"|user)\b', everything)
+        assert "c1_user" in config["resource_types"]["user"]["list"]["query"]
+        # grants.go runs only the first grants query of a resource type.
+        assert all(len(t.get("grants", [])) <= 1 for t in config["resource_types"].values())
 
     def test_every_query_runs_on_the_store_and_yields_the_snapshot(
         self, synced: tuple[ServiceServer, dict[str, Any]], database_url: str
     ) -> None:
         _, body = synced
         config = load(SQL_CONFIG)
-        runner = SqlRunner(database_url, page_size=4)
+        engine = create_engine(normalize_database_url(database_url))
         try:
-            resources: dict[str, dict[str, dict[str, Any]]] = {}
-            for type_id, resource_type in config["resource_types"].items():
-                block = resource_type["list"]
-                found = {}
-                for row in runner.rows(block, {}):
-                    mapped = sql_map(block["map"], row, {})
-                    found[mapped["id"]] = mapped
-                resources[type_id] = found
-
-            assert {
-                t: {i: r["display_name"] for i, r in rs.items()} for t, rs in resources.items()
-            } == expected_resources(body)
-            for user in body["users"]:
-                traits = resources["user"][user["id"]]["traits"]["user"]
-                assert traits["emails"] == [user["email"]]
-                assert traits["login"] == user["login"]
-                assert traits["status"] == "enabled"
-                assert traits["account_type"] == user["account_type"]
-                # The strings C1 stores: baton-sql keeps strings and integers and formats any
-                # other value with Go's %s, so a raw boolean or NULL column would not match.
-                profile = {k: go_string(v) for k, v in traits["profile"].items()}
-                expected = {
-                    k: ("true" if v else "false") if isinstance(v, bool) else (v or "")
-                    for k, v in user["profile"].items()
-                }
-                assert profile == expected
-                assert go_string(traits["login"]) == (user["login"] or "")
-
+            # Small pages, so the cursor is really followed.
+            tool = BatonSql(engine, config, page_size=4)
+            resources = {
+                t: {r["id"]: r for r in tool.resources(t)} for t in config["resource_types"]
+            }
             entitlements: dict[str, str] = {}
             grants: set[str] = set()
-            for type_id, resource_type in config["resource_types"].items():
-                for rid, mapped in resources[type_id].items():
-                    resource = {"ID": rid, "DisplayName": mapped["display_name"]}
-                    for static in resource_type.get("static_entitlements", []):
-                        assert static["purpose"] == "assignment"
-                        assert static["grantable_to"] == ["user"]
-                        entitlements[f"{type_id}:{rid}:{static['id']}"] = sql_value(
-                            static["display_name"], {}, resource
-                        )
-                    for block in resource_type.get("grants", []):
-                        bound = {
-                            name: sql_value(expr, {}, resource)
-                            for name, expr in block.get("vars", {}).items()
-                        }
-                        for row in runner.rows(block, bound):
-                            for g in block["map"]:
-                                principal = sql_value(g["principal_id"], row, resource)
-                                grants.add(
-                                    f"{type_id}:{rid}:{g['entitlement_id']}:"
-                                    f"{g['principal_type']}:{principal}"
-                                )
-            assert entitlements == {e["id"]: e["display_name"] for e in body["entitlements"]}
-            assert grants == {g["id"] for g in body["grants"]}
-            assert runner.queries > len(body["teams"]) + len(body["roles"])
+            for type_id, found in resources.items():
+                for rid, mapped in found.items():
+                    resource = {
+                        "ID": rid,
+                        "ResourceTypeID": type_id,
+                        "DisplayName": mapped["display_name"],
+                    }
+                    entitlements |= tool.static_entitlements(type_id, resource)
+                    grants |= tool.grants(type_id, resource)
         finally:
-            runner.close()
+            engine.dispose()
+
+        assert tool.warnings == []
+        assert {
+            t: {i: r["display_name"] for i, r in rs.items()} for t, rs in resources.items()
+        } == expected_resources(body)
+        for user in body["users"]:
+            last_login = user["last_login_at"]
+            assert resources["user"][user["id"]]["user"] == {
+                "emails": [user["email"]],
+                "login": user["login"],
+                "status": "ENABLED",
+                "account_type": user["account_type"].upper(),
+                "last_login": (
+                    datetime.fromisoformat(last_login) if last_login is not None else None
+                ),
+                "profile": {k: text_of(v) for k, v in user["profile"].items()},
+            }
+        traits = {uid: r["user"] for uid, r in resources["user"].items()}
+        assert traits[SEAT_HOLDER.id]["last_login"] == datetime.fromisoformat(
+            SEAT_HOLDER_LOGIN_TEXT
+        )
+        assert traits[SEAT_HOLDER.id]["profile"] == {
+            "job_title": "Support Lead",
+            "has_inbox_seat": "true",
+            "away_mode_enabled": "true",
+            "away_mode_reassign": "false",
+        }
+        assert traits[NO_JOB_TITLE.id]["last_login"] is None
+        assert traits[NO_JOB_TITLE.id]["profile"] == {
+            "job_title": "",
+            "has_inbox_seat": "false",
+            "away_mode_enabled": "false",
+            "away_mode_reassign": "false",
+        }
+        bot = fin(body)
+        assert traits[bot["id"]]["account_type"] == "SERVICE"
+        assert traits[bot["id"]]["profile"] == {
+            "job_title": "",
+            "has_inbox_seat": "true",
+            "away_mode_enabled": "false",
+            "away_mode_reassign": "false",
+        }
+        assert entitlements == {e["id"]: e["display_name"] for e in body["entitlements"]}
+        assert grants == {g["id"] for g in body["grants"]}
+        assert tool.queries > len(body["teams"]) + len(body["roles"])
+
+    def test_the_reader_view_is_what_the_raw_table_would_garble(
+        self, synced: tuple[ServiceServer, dict[str, Any]], database_url: str
+    ) -> None:
+        """Why c1_user exists: the same columns read from "user" come out of EvaluateString
+        as Go's %s of a NULL, a boolean and a timestamp (the last not a last login)."""
+        engine = create_engine(normalize_database_url(database_url))
+        query = "SELECT has_inbox_seat, job_title, {login} FROM {table} WHERE id = :id"
+        try:
+            with engine.connect() as connection:
+
+                def row(table: str, login: str, admin: SimAdmin) -> dict[str, Any]:
+                    sql = text(query.format(table=table, login=login))
+                    return dict(connection.execute(sql, {"id": admin.id}).one()._mapping)
+
+                raw_seat = row('"user"', "last_login_at", SEAT_HOLDER)
+                raw_plain = row('"user"', "last_login_at", NO_JOB_TITLE)
+                view_seat = row("c1_user", "last_login", SEAT_HOLDER)
+                view_plain = row("c1_user", "last_login", NO_JOB_TITLE)
+        finally:
+            engine.dispose()
+
+        def strings(cols: dict[str, Any]) -> dict[str, str]:
+            return {k: sql_evaluate_string(f".{k}", {"cols": cols}) for k in cols}
+
+        assert strings(raw_plain)["job_title"] == "NULL_VALUE"
+        assert strings(raw_plain)["last_login_at"] == "NULL_VALUE"
+        if engine.dialect.name == "postgresql":
+            assert strings(raw_seat) == {
+                "has_inbox_seat": "%!s(bool=true)",
+                "job_title": "Support Lead",
+                "last_login_at": "2026-12-06 12:30:45 +0000 UTC",
+            }
+            assert parse_time(strings(raw_seat)["last_login_at"]) is None
+        assert strings(view_seat) == {
+            "has_inbox_seat": "true",
+            "job_title": "Support Lead",
+            "last_login": SEAT_HOLDER_LOGIN_TEXT,
+        }
+        assert strings(view_plain) == {
+            "has_inbox_seat": "false",
+            "job_title": "",
+            "last_login": "",
+        }
 
 
 # The YAML keys baton-sql knows: the `yaml:"…"` struct tags of ConductorOne/baton-sql
@@ -583,4 +579,151 @@ class TestBatonSqlKeys:
         assert unknown_sql_keys(config) == [
             ".resource_types.user.list.map.traits.user.last_logon",
             ".resource_types.team.grants[0].pagniation",
+        ]
+
+
+# The YAML keys baton-http knows, as ConductorOne/docs developer/http-authoring.mdx lists and
+# shows them (its source is not public): the top-level and resource type tables, and the keys
+# of every example (connect, auth, pagination, requests, responses, mappings, entitlements,
+# grants, provisioning, http, error_handling). Free maps (headers, query_params, vars,
+# profile, error_status_codes, resource_types) are not checked below their own level.
+_HTTP_PAGINATION = dict.fromkeys(
+    (
+        "strategy",
+        "limit_param",
+        "offset_param",
+        "cursor_param",
+        "cursor_path",
+        "page_param",
+        "page_start",
+        "page_size",
+        "total_path",
+        "link_next_path",
+    )
+)
+_HTTP_REQUEST: dict[str, Any] = dict.fromkeys(
+    ("method", "url", "headers", "query_params", "body", "pre_requests", "pagination")
+)
+_HTTP_USER_TRAITS = {"email": None, "login": None, "status": None, "profile": None}
+# Issue 12.3 asks for account_type, which the guide's examples do not show (see docs/c1.md).
+HTTP_KEYS_BEYOND_THE_GUIDE = {
+    ".resource_types.user.list.response.resource_mapping.user_traits.account_type"
+}
+_HTTP_RESPONSE: dict[str, Any] = {
+    "items_path": None,
+    "mapping_type": None,
+    "skip_if": None,
+    "resource_mapping": {
+        "id": None,
+        "display_name": None,
+        "description": None,
+        "user_traits": {**_HTTP_USER_TRAITS, "account_type": None},
+        "group_traits": {"profile": None},
+    },
+    "grant_mapping": dict.fromkeys(("principal_id", "principal_type", "entitlement_name")),
+    "entitlement_mapping": dict.fromkeys(
+        ("id", "display_name", "description", "slug", "purpose", "grantable_to")
+    ),
+}
+_HTTP_BLOCK = {"request": _HTTP_REQUEST, "response": _HTTP_RESPONSE}
+_HTTP_ENTITLEMENT = dict.fromkeys(
+    ("id", "display_name", "description", "slug", "purpose", "grantable_to", "provisioning")
+)
+_HTTP_RESOURCE_TYPE: dict[str, Any] = {
+    "name": None,
+    "description": None,
+    "traits": None,
+    "depends_on": None,
+    "parent_type": None,
+    "child_types": None,
+    "list": _HTTP_BLOCK,
+    "static_resources": None,
+    "static_entitlements": [_HTTP_ENTITLEMENT],
+    "entitlements": [_HTTP_BLOCK],
+    "grants": [_HTTP_BLOCK],
+    "skip_entitlements_and_grants": None,
+}
+_HTTP_SCHEMA: dict[str, Any] = {
+    "version": None,
+    "app_name": None,
+    "app_description": None,
+    "vars": None,
+    "connect": {
+        "base_url": None,
+        "auth": dict.fromkeys(
+            (
+                "type",
+                "token",
+                "username",
+                "password",
+                "api_key",
+                "oauth2_client_credentials",
+                "oauth2_password",
+                "bearer_dynamic",
+            )
+        ),
+        "request_defaults": dict.fromkeys(("content_type", "headers", "query_params")),
+        "pagination": _HTTP_PAGINATION,
+    },
+    "http": {"timeout": None, "headers": None, "retry": None},
+    "resource_types": "*",
+    "error_handling": {"error_status_codes": None},
+    "actions": None,
+}
+
+
+def unknown_http_keys(data: Any, schema: Any = _HTTP_SCHEMA, where: str = "") -> list[str]:
+    """Every key of a baton-http config that the authoring guide does not show."""
+    if schema is None:
+        return []
+    if schema == "*":
+        return [
+            p
+            for k, v in data.items()
+            for p in unknown_http_keys(v, _HTTP_RESOURCE_TYPE, f"{where}.{k}")
+        ]
+    if isinstance(schema, list):
+        return [
+            p for i, v in enumerate(data) for p in unknown_http_keys(v, schema[0], f"{where}[{i}]")
+        ]
+    found = []
+    for key, value in data.items():
+        if key not in schema:
+            found.append(f"{where}.{key}")
+        else:
+            found += unknown_http_keys(value, schema[key], f"{where}.{key}")
+    return found
+
+
+def beyond_the_guide(data: dict[str, Any]) -> set[str]:
+    """The keys the guide shows nowhere, `account_type` (not in its examples) included."""
+    strict = {**_HTTP_RESPONSE["resource_mapping"], "user_traits": _HTTP_USER_TRAITS}
+    response = {**_HTTP_RESPONSE, "resource_mapping": strict}
+    resource_type = {
+        **_HTTP_RESOURCE_TYPE,
+        "list": {"request": _HTTP_REQUEST, "response": response},
+    }
+    found = set()
+    for name, value in data["resource_types"].items():
+        found |= set(unknown_http_keys(value, resource_type, f".resource_types.{name}"))
+    return found
+
+
+class TestBatonHttpKeys:
+    def test_every_key_of_the_config_is_one_the_authoring_guide_shows(self) -> None:
+        config = load(HTTP_CONFIG)
+        assert unknown_http_keys(config) == []
+        assert beyond_the_guide(config) == HTTP_KEYS_BEYOND_THE_GUIDE
+
+    def test_a_misspelled_key_is_rejected(self) -> None:
+        config = load(HTTP_CONFIG)
+        config["connect"]["pagination"]["cursor_pth"] = "next"
+        config["resource_types"]["team"]["grants"][0]["response"]["grant_maping"] = {}
+        config["resource_types"]["user"]["list"]["response"]["resource_mapping"]["user_traits"][
+            "emial"
+        ] = "cel:item.email"
+        assert unknown_http_keys(config) == [
+            ".connect.pagination.cursor_pth",
+            ".resource_types.user.list.response.resource_mapping.user_traits.emial",
+            ".resource_types.team.grants[0].response.grant_maping",
         ]
