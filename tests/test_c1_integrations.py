@@ -547,25 +547,36 @@ _RESOURCE_TYPE: dict[str, Any] = {
 }
 
 
-def unknown_sql_keys(data: Any, schema: Any = _SQL_SCHEMA, where: str = "") -> list[str]:
-    """Every key of a baton-sql config that pkg/bsql/config.go has no yaml tag for."""
+def unknown_keys(
+    data: Any, schema: Any, resource_type: dict[str, Any], where: str = ""
+) -> list[str]:
+    """Every key of `data` that `schema` does not list; `"*"` is a map of resource types."""
     if schema is None:
         return []
     if schema == "*":
         return [
-            p for k, v in data.items() for p in unknown_sql_keys(v, _RESOURCE_TYPE, f"{where}.{k}")
+            p
+            for k, v in data.items()
+            for p in unknown_keys(v, resource_type, resource_type, f"{where}.{k}")
         ]
     if isinstance(schema, list):
         return [
-            p for i, v in enumerate(data) for p in unknown_sql_keys(v, schema[0], f"{where}[{i}]")
+            p
+            for i, v in enumerate(data)
+            for p in unknown_keys(v, schema[0], resource_type, f"{where}[{i}]")
         ]
     found = []
     for key, value in data.items():
         if key not in schema:
             found.append(f"{where}.{key}")
         else:
-            found += unknown_sql_keys(value, schema[key], f"{where}.{key}")
+            found += unknown_keys(value, schema[key], resource_type, f"{where}.{key}")
     return found
+
+
+def unknown_sql_keys(data: Any) -> list[str]:
+    """Every key of a baton-sql config that pkg/bsql/config.go has no yaml tag for."""
+    return unknown_keys(data, _SQL_SCHEMA, _RESOURCE_TYPE)
 
 
 class TestBatonSqlKeys:
@@ -672,27 +683,9 @@ _HTTP_SCHEMA: dict[str, Any] = {
 }
 
 
-def unknown_http_keys(data: Any, schema: Any = _HTTP_SCHEMA, where: str = "") -> list[str]:
+def unknown_http_keys(data: Any) -> list[str]:
     """Every key of a baton-http config that the authoring guide does not show."""
-    if schema is None:
-        return []
-    if schema == "*":
-        return [
-            p
-            for k, v in data.items()
-            for p in unknown_http_keys(v, _HTTP_RESOURCE_TYPE, f"{where}.{k}")
-        ]
-    if isinstance(schema, list):
-        return [
-            p for i, v in enumerate(data) for p in unknown_http_keys(v, schema[0], f"{where}[{i}]")
-        ]
-    found = []
-    for key, value in data.items():
-        if key not in schema:
-            found.append(f"{where}.{key}")
-        else:
-            found += unknown_http_keys(value, schema[key], f"{where}.{key}")
-    return found
+    return unknown_keys(data, _HTTP_SCHEMA, _HTTP_RESOURCE_TYPE)
 
 
 def beyond_the_guide(data: dict[str, Any]) -> set[str]:
@@ -703,10 +696,7 @@ def beyond_the_guide(data: dict[str, Any]) -> set[str]:
         **_HTTP_RESOURCE_TYPE,
         "list": {"request": _HTTP_REQUEST, "response": response},
     }
-    found = set()
-    for name, value in data["resource_types"].items():
-        found |= set(unknown_http_keys(value, resource_type, f".resource_types.{name}"))
-    return found
+    return set(unknown_keys(data, {**_HTTP_SCHEMA, "connect": None}, resource_type))
 
 
 class TestBatonHttpKeys:

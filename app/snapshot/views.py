@@ -6,6 +6,7 @@ version it saw."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from sqlalchemy.orm import Session
@@ -116,11 +117,13 @@ def team_members_page(
     header = _synced_header(session)
     if reads.read_team(session, team_id) is None:
         raise ApiError(404, "not_found", f"there is no team {team_id}")
-    listing = f"members:{team_id}"
-    after = _str_position(_position(header, listing, cursor))
-    member_ids = reads.team_member_ids(session, team_id, after=after, limit=limit)
-    items = [{"user_id": uid} for uid in member_ids]
-    return _page(header, listing, items, limit, member_ids[-1] if member_ids else None)
+    return _user_id_page(
+        header,
+        f"members:{team_id}",
+        cursor,
+        limit,
+        lambda after: reads.team_member_ids(session, team_id, after=after, limit=limit),
+    )
 
 
 def role_members_page(
@@ -130,11 +133,26 @@ def role_members_page(
     header = _synced_header(session)
     if not roles_enabled or not reads.page_roles(session, after=None, limit=1, only=role_id)[0]:
         raise ApiError(404, "not_found", f"there is no role {role_id}")
-    listing = f"role-members:{role_id}"
-    after = _str_position(_position(header, listing, cursor))
-    holder_ids = reads.role_holder_ids(session, role_id, after=after, limit=limit)
-    items = [{"user_id": uid} for uid in holder_ids]
-    return _page(header, listing, items, limit, holder_ids[-1] if holder_ids else None)
+    return _user_id_page(
+        header,
+        f"role-members:{role_id}",
+        cursor,
+        limit,
+        lambda after: reads.role_holder_ids(session, role_id, after=after, limit=limit),
+    )
+
+
+def _user_id_page(
+    header: StoreHeader,
+    listing: str,
+    cursor: str | None,
+    limit: int,
+    read_ids: Callable[[str | None], list[str]],
+) -> dict[str, Any]:
+    """A page of `{"user_id"}` items after the cursor's user id."""
+    user_ids = read_ids(_str_position(_position(header, listing, cursor)))
+    items = [{"user_id": uid} for uid in user_ids]
+    return _page(header, listing, items, limit, user_ids[-1] if user_ids else None)
 
 
 def grants_page(
