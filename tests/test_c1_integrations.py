@@ -141,6 +141,22 @@ def fin(body: dict[str, Any]) -> dict[str, Any]:
     return bot
 
 
+def run_sync(
+    tool: BatonHttp | BatonSql, scope_of: Callable[[str, str, str], dict[str, str]]
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, str], set[str]]:
+    """What a sync gathers: every resource type's resources, then each resource's static
+    entitlements and grants, `scope_of(type, id, display name)` being the tool's `resource`."""
+    resources = {t: {r["id"]: r for r in tool.resources(t)} for t in tool.config["resource_types"]}
+    entitlements: dict[str, str] = {}
+    grants: set[str] = set()
+    for type_id, found in resources.items():
+        for rid, mapped in found.items():
+            scope = scope_of(type_id, rid, mapped["display_name"])
+            entitlements |= tool.static_entitlements(type_id, scope)
+            grants |= tool.grants(type_id, scope)
+    return resources, entitlements, grants
+
+
 # -- baton-http ------------------------------------------------------------------------------
 
 
@@ -220,16 +236,10 @@ class TestBatonHttp:
 
             # Small pages, so the cursor is really followed.
             tool = BatonHttp(config, get, page_size=4)
-            resources = {
-                t: {r["id"]: r for r in tool.resources(t)} for t in config["resource_types"]
-            }
-            entitlements: dict[str, str] = {}
-            grants: set[str] = set()
-            for type_id, found in resources.items():
-                for rid, mapped in found.items():
-                    scope = {"id": rid, "display_name": mapped["display_name"]}
-                    entitlements |= tool.static_entitlements(type_id, scope)
-                    grants |= tool.grants(type_id, scope)
+            # `resource` as the guide names it in entitlements and URL templates.
+            resources, entitlements, grants = run_sync(
+                tool, lambda _, rid, name: {"id": rid, "display_name": name}
+            )
 
         assert {
             t: {i: r["display_name"] for i, r in rs.items()} for t, rs in resources.items()
@@ -347,20 +357,15 @@ class TestBatonSql:
         try:
             # Small pages, so the cursor is really followed.
             tool = BatonSql(engine, config, page_size=4)
-            resources = {
-                t: {r["id"]: r for r in tool.resources(t)} for t in config["resource_types"]
-            }
-            entitlements: dict[str, str] = {}
-            grants: set[str] = set()
-            for type_id, found in resources.items():
-                for rid, mapped in found.items():
-                    resource = {
-                        "ID": rid,
-                        "ResourceTypeID": type_id,
-                        "DisplayName": mapped["display_name"],
-                    }
-                    entitlements |= tool.static_entitlements(type_id, resource)
-                    grants |= tool.grants(type_id, resource)
+            # pkg/bcel/bcel.go, BaseInputsWithResource: `resource` for entitlements and grants.
+            resources, entitlements, grants = run_sync(
+                tool,
+                lambda type_id, rid, name: {
+                    "ID": rid,
+                    "ResourceTypeID": type_id,
+                    "DisplayName": name,
+                },
+            )
         finally:
             engine.dispose()
 
