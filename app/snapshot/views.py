@@ -115,7 +115,7 @@ def team_members_page(
     session: Session, team_id: str, *, cursor: str | None, limit: int
 ) -> dict[str, Any]:
     header = _synced_header(session)
-    if reads.read_team(session, team_id) is None:
+    if not reads.has_team(session, team_id):
         raise ApiError(404, "not_found", f"there is no team {team_id}")
     return _user_id_page(
         header,
@@ -131,7 +131,7 @@ def role_members_page(
 ) -> dict[str, Any]:
     """The holders of one role: what baton-http reads per role instead of every grant."""
     header = _synced_header(session)
-    if not roles_enabled or not reads.page_roles(session, after=None, limit=1, only=role_id)[0]:
+    if not roles_enabled or not reads.has_role(session, role_id):
         raise ApiError(404, "not_found", f"there is no role {role_id}")
     return _user_id_page(
         header,

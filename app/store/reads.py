@@ -139,6 +139,14 @@ def read_team(session: Session, team_id: str) -> tuple[AnyRow, list[str]] | None
     return row, team_member_ids(session, team_id)
 
 
+def has_team(session: Session, team_id: str) -> bool:
+    return session.execute(select(Team.id).where(Team.id == team_id)).first() is not None
+
+
+def has_role(session: Session, role_id: str) -> bool:
+    return session.execute(select(Role.id).where(Role.id == role_id)).first() is not None
+
+
 def team_member_ids(
     session: Session, team_id: str, *, after: str | None = None, limit: int | None = None
 ) -> list[str]:
