@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -101,6 +102,9 @@ class User(Base):
     # When a notification last changed this row, so an older baseline fetch cannot roll it back.
     event_applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    # False while only webhooks have announced the teammate: a baseline that does not list
+    # such a "ghost" drops it without counting it toward the mass-removal brake.
+    seen_by_baseline: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
     # One role's holders (GET /api/v1/roles/{id}/members, the role grants), by user id.
     __table_args__ = (Index("ix_user_role_id", "role_id", "id"),)
@@ -175,6 +179,10 @@ class SyncRun(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     version_before: Mapped[int | None] = mapped_column(BigInteger)
     version_after: Mapped[int | None] = mapped_column(BigInteger)
+    # Items the run could not store and left as they were: [{"resource_type", "id", "reason"}].
+    warnings: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # Structured detail of a failure, e.g. a blocked run's {"would_remove": [...]}.
+    error_details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_sync_run_status", "status"),)
 
