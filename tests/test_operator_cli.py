@@ -36,6 +36,7 @@ from tests.support import (
     wait_for,
 )
 from tests.test_cli import unusable_database_urls
+from tests.test_openapi import OpenApiChecker
 
 INTERCOM_SYNC = Path(sys.executable).parent / "intercom-sync"
 
@@ -174,6 +175,10 @@ class TestBlockedRunNamesWhoItWouldRemove:
 
             blocked = wait_for(finished, timeout=30, what="the blocked run")
             listed = ops.get("/sync-runs").json()["items"][0]
+            # What the OpenAPI document says of a run holds for one with details.
+            checker = OpenApiChecker(service)
+            checker.check("get", "/sync-runs/{run_id}", ops.get(f"/sync-runs/{queued['id']}"))
+            checker.check("get", "/sync-runs", ops.get("/sync-runs"))
         assert blocked["status"] == "blocked"
         assert blocked["error"]["code"] == "mass_removal_blocked"
         assert blocked["error"]["details"]["would_remove"] == [
