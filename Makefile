@@ -9,6 +9,7 @@
 #   PYTEST_ARGS  extra pytest arguments                (e.g. PYTEST_ARGS="-x -k webhook")
 #   SOAK_ARGS    extra arguments for `make soak`
 #   SERVE_ARGS   extra arguments for `make serve`       (e.g. SERVE_ARGS="--port 8080")
+#   DEMO_ARGS    extra arguments for `make demo`        (e.g. DEMO_ARGS="--port 8001")
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -25,6 +26,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 PYTEST_ARGS ?=
 SOAK_ARGS ?=
 SERVE_ARGS ?=
+DEMO_ARGS ?=
 
 # Lint only the folders that exist (bench/ and migrations/ may not yet).
 LINT_PATHS := $(wildcard app tests bench migrations)
@@ -86,8 +88,8 @@ format: venv ## Auto-fix lint findings and format the code
 
 # --- running -----------------------------------------------------------------------------------
 
-demo: venv-runtime ## Run the service end to end against the bundled Intercom simulator
-	$(VENV_BIN)/intercom-sync demo
+demo: venv-runtime ## Run the service end to end against the bundled Intercom simulator (DEMO_ARGS=...)
+	$(VENV_BIN)/intercom-sync demo $(DEMO_ARGS)
 
 serve: venv-runtime ## Run the service (applies migrations first; SERVE_ARGS=...)
 	$(VENV_BIN)/intercom-sync serve $(SERVE_ARGS)

@@ -1,12 +1,18 @@
-"""`intercom-sync serve | sync | migrate | demo` (spec §2)."""
+"""`intercom-sync serve | sync | migrate | check | demo` (spec §2, §9).
+
+Ctrl-C: `serve` and `demo` stop cleanly and exit 0 (that is how they are stopped); any other
+command cut short says so in one line and exits 130, as shells expect of an interrupt."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from app import __version__
 from app.settings import ConfigError, Settings, load_settings
 
 STATS_LINES = (
@@ -14,6 +20,8 @@ STATS_LINES = (
     ("teams", "teams_added", "teams_updated", "teams_removed"),
     ("memberships", "memberships_added", None, "memberships_removed"),
 )
+# A blocked run names who it would remove; past this many, the rest are counted.
+WOULD_REMOVE_SHOWN = 20
 
 
 def _settings_or_exit() -> Settings:
@@ -45,6 +53,38 @@ def describe_stats(stats: dict[str, int]) -> list[str]:
         parts.append(f"{stats.get(removed, 0)} removed")
         lines.append(f"  {kind + ':':<13}" + ", ".join(parts))
     return lines
+
+
+def describe_would_remove(teammates: list[dict[str, Any]], run_id: int) -> list[str]:
+    """A blocked run's `error.details.would_remove`, one teammate a line, a long list cut."""
+    lines = [f"would remove {len(teammates)} teammates:"]
+    for teammate in teammates[:WOULD_REMOVE_SHOWN]:
+        name = teammate.get("name") or "(no name)"
+        email = teammate.get("email") or "no email"
+        lines.append(f"  - {teammate['id']} {name} <{email}>")
+    if len(teammates) > WOULD_REMOVE_SHOWN:
+        lines.append(
+            f"  and {len(teammates) - WOULD_REMOVE_SHOWN} more (GET /sync-runs/{run_id} lists all)"
+        )
+    return lines
+
+
+class _RetryLines(logging.Handler):
+    """Prints the Intercom client's retry and rate-limit warnings as progress lines: a wait
+    of 30-60 s is otherwise silence."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from app.logging_setup import REDACTOR
+
+        print(f"  {REDACTOR.scrub(record.getMessage())}", flush=True)
+
+
+def _print_intercom_retries() -> None:
+    client_log = logging.getLogger("app.intercom.client")
+    client_log.setLevel(logging.WARNING)
+    client_log.addHandler(_RetryLines())
+    # The root handler is for the service's log; here these lines are the output.
+    client_log.propagate = False
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
@@ -91,6 +131,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     # Progress and the one-line reason are printed; log lines would only repeat them.
     configure_logging("critical", "console", settings.secret_values())
+    _print_intercom_retries()
+    if args.dry_run:
+        return _dry_run(settings)
     print("migrating the store")
     _prepare_store_or_exit(settings)
     # After the store: an unusable DATABASE_URL stays a one-line answer.
@@ -121,6 +164,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
             print("\n".join([*describe_stats(result.stats), f"sync succeeded (run {result.id})"]))
             return 0
         reason = result.error_message or result.status
+        would_remove = (result.error_details or {}).get("would_remove")
+        if would_remove:
+            print("\n".join(describe_would_remove(would_remove, result.id)), file=sys.stderr)
         print(f"sync {result.status}: {result.error_code}: {reason}", file=sys.stderr)
         return 1
 
@@ -128,6 +174,109 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return asyncio.run(run())
     finally:
         db.dispose()
+
+
+def _dry_run(settings: Settings) -> int:
+    """Fetch, diff against the store and print the difference; write nothing (no migration,
+    no run record: a dry run is not a run, and its store version and tables stay as they
+    were)."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    from app.check import store_is_at_head
+    from app.intercom.client import IntercomError
+    from app.main import intercom_client_factory
+    from app.store.engine import create_database
+    from app.store.migrate import MigrationsNotFound, describe_store_error
+    from app.store.versioning import read_store_state
+    from app.sync.baseline import WorkspaceChanged, fetch_workspace, plan_baseline
+    from app.sync.dry_run import describe_plan
+
+    try:
+        at_head = store_is_at_head(settings.database_url)
+    except MigrationsNotFound as exc:
+        print(f"intercom-sync: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, DBAPIError, ArgumentError) as exc:
+        print(f"intercom-sync: {describe_store_error(settings.database_url, exc)}", file=sys.stderr)
+        return 2
+    if not at_head:
+        print(
+            "intercom-sync: the store does not exist or is not at the latest schema, and a dry "
+            "run writes nothing (migrations included): run `intercom-sync migrate` first",
+            file=sys.stderr,
+        )
+        return 2
+    make_client = intercom_client_factory(settings)
+    if make_client is None:
+        print(
+            "sync failed: intercom_not_configured: INTERCOM_ACCESS_TOKEN is not set",
+            file=sys.stderr,
+        )
+        return 1
+
+    async def fetch() -> Any:
+        client = make_client()
+        try:
+            return await fetch_workspace(client, roles_supported=settings.roles_supported)
+        finally:
+            await client.aclose()
+
+    print("dry run: fetching workspace, teammates and teams from Intercom", flush=True)
+    try:
+        fetched = asyncio.run(fetch())
+    except IntercomError as exc:
+        print(f"sync failed: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"fetched {len(fetched.admins)} teammates and {len(fetched.teams)} teams")
+    expected = settings.intercom_workspace_id
+    if expected and fetched.workspace.id_code != expected:
+        print(
+            f"sync failed: workspace_mismatch: the token belongs to workspace "
+            f"{fetched.workspace.id_code}, not INTERCOM_WORKSPACE_ID={expected}",
+            file=sys.stderr,
+        )
+        return 1
+    db = create_database(settings.database_url)
+    try:
+        with db.reading() as session:
+            state = read_store_state(session)
+            plan = plan_baseline(
+                session, state, fetched, max_removal_fraction=settings.max_removal_fraction
+            )
+            lines = describe_plan(plan, fetched)
+    except WorkspaceChanged as exc:
+        print(f"sync failed: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    print("\n".join([*lines, *describe_stats(plan.stats.as_dict())]))
+    if plan.blocked is not None:
+        print(f"a real run would be blocked: {plan.blocked.code}: {plan.blocked.message}")
+    # The outcome stays the last line, for scripts that read it.
+    print(f"dry run: nothing was written (the store stays at version {plan.version_before})")
+    return 0
+
+
+def cmd_check(_args: argparse.Namespace) -> int:
+    from app.check import CheckResult, check_configuration, check_intercom, check_store
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(CheckResult("configuration", False, str(exc)).line())
+        return 1
+    from app.logging_setup import configure_logging
+
+    # The lines below are the output; a log line would only repeat one.
+    configure_logging("critical", "console", settings.secret_values())
+    results = [
+        check_configuration(settings),
+        check_store(settings.database_url),
+        asyncio.run(check_intercom(settings)),
+    ]
+    for result in results:
+        print(result.line(), flush=True)
+    return 0 if all(result.ok for result in results) else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -141,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="intercom-sync",
         description="Sync Intercom teammates and teams into SQL and serve them to C1.",
     )
+    parser.add_argument("--version", action="version", version=f"intercom-sync {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="migrate, then serve the API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
@@ -159,9 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="apply the run even if it removes more than MAX_REMOVAL_FRACTION of teammates",
     )
+    sync.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="fetch and print who a run would add, remove and change; write nothing",
+    )
     sync.set_defaults(func=cmd_sync)
     migrate = commands.add_parser("migrate", help="apply database migrations (alembic upgrade)")
     migrate.set_defaults(func=cmd_migrate)
+    check = commands.add_parser(
+        "check", help="check the configuration, the store and Intercom's GET /me, one line each"
+    )
+    check.set_defaults(func=cmd_check)
     demo = commands.add_parser("demo", help="run against the bundled Intercom simulator")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
@@ -171,7 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        if args.command == "serve":
+            return 0
+        print(f"intercom-sync {args.command}: interrupted", file=sys.stderr)
+        return 130
     return code
 
 

@@ -3,7 +3,8 @@
 Starts the simulator with a sample workspace on loopback, runs the service on a SQLite store
 of its own in a temporary folder (deleted on exit), waits for the baseline, delivers a few
 signed webhooks (a teammate added, one removed, an away-mode change), shows the snapshot
-version move, and keeps serving with ready-to-paste curl lines until Ctrl-C.
+version move, and keeps serving with ready-to-paste curl lines until Ctrl-C, which stops it
+with one line and exit code 0 (Ctrl-C is how a demo ends, not a failure).
 
 The demo never uses DATABASE_URL: its sample workspace written into a real store would make
 the next real sync fail (another workspace) and C1 would be served fake teammates.
@@ -11,9 +12,11 @@ the next real sync fail (another workspace) and C1 would be served fake teammate
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -158,15 +161,24 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 
 def run_demo(*, host: str = "127.0.0.1", port: int = 8000) -> int:
-    import uvicorn
+    try:
+        return _run_demo(host, port)
+    except KeyboardInterrupt:
+        # Ctrl-C before the server took over the signal, or uvicorn re-raising it after its
+        # graceful stop: the cleanup below `_run_demo` already ran.
+        print("== demo stopped", flush=True)
+        return 0
 
+
+def _run_demo(host: str, port: int) -> int:
     try:
         listener = bind_listener(host, port)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             print(
                 f"intercom-sync demo: port {port} on {host} is in use (is `intercom-sync serve` "
-                "or another demo running?); stop it or pick another with --port",
+                "or another demo running?); stop it or pick another with --port "
+                "(make demo DEMO_ARGS='--port 8001')",
                 file=sys.stderr,
             )
         else:
@@ -176,7 +188,24 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000) -> int:
     sim = SimulatorServer(
         generate_workspace(40, 8), access_token=SIM_TOKEN, client_secret=SIM_SECRET
     )
-    sim.start()
+    try:
+        sim.start()
+        _serve(host, port, listener, sim, store_folder)
+    finally:
+        # A second Ctrl-C must not cut the clean-up short (and print a traceback instead).
+        with contextlib.suppress(ValueError):  # only the main thread may set a handler
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sim.stop()
+        listener.close()
+        shutil.rmtree(store_folder, ignore_errors=True)
+    return 0
+
+
+def _serve(
+    host: str, port: int, listener: socket.socket, sim: SimulatorServer, store_folder: str
+) -> None:
+    import uvicorn
+
     os.environ.update(
         DATABASE_URL=f"sqlite:///{store_folder}/demo.db",
         INTERCOM_ACCESS_TOKEN=SIM_TOKEN,
@@ -203,10 +232,4 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000) -> int:
     config = uvicorn.Config(
         "app.main:app", host=host, port=port, log_config=None, timeout_graceful_shutdown=5
     )
-    try:
-        uvicorn.Server(config).run(sockets=[listener])
-    finally:
-        sim.stop()
-        listener.close()
-        shutil.rmtree(store_folder, ignore_errors=True)
-    return 0
+    uvicorn.Server(config).run(sockets=[listener])

@@ -209,7 +209,10 @@ def startup_warnings(settings: Settings) -> list[str]:
         warnings.append("INTERCOM_ACCESS_TOKEN is not set: syncs will fail until it is")
     if settings.intercom_client_secret is None:
         warnings.append("INTERCOM_CLIENT_SECRET is not set: the webhook endpoint answers 503")
-    if not settings.base_url_is_known_region:
+    # A loopback host is a deliberate local setup (the bundled simulator, a local proxy),
+    # never a mistyped Intercom host.
+    base_host = urlsplit(settings.intercom_api_base_url).hostname or ""
+    if not settings.base_url_is_known_region and not is_loopback_host(base_host):
         warnings.append(
             f"INTERCOM_API_BASE_URL is {settings.intercom_api_base_url}, "
             "not one of Intercom's regional hosts"

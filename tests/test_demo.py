@@ -1,12 +1,13 @@
 """`intercom-sync demo` as a new user runs it: end to end on a store of its own (never
 DATABASE_URL, which a real deployment uses), every printed curl line answering, the store gone
-on Ctrl-C, and a port already in use said at once (issue 11)."""
+on Ctrl-C (quietly, exit code 0), and a port already in use said at once (issues 11, 17)."""
 
 from __future__ import annotations
 
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.demo import OPERATOR_TOKEN, READ_TOKEN
 from tests.support import ROOT, free_port
@@ -91,12 +93,17 @@ def test_the_demo_uses_a_store_of_its_own_and_every_printed_line_answers(
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            process.wait(30)
+            rest, err = process.communicate(timeout=30)
         finally:
             if process.poll() is None:
                 process.kill()
     assert not Path(folder).exists()  # the demo's store went with it
     assert not real_store.parent.exists()
+    # Ctrl-C is how a demo ends: exit code 0 and one line, no traceback (issue 17.12).
+    assert process.returncode == 0, err
+    assert rest.strip().splitlines() == ["== demo stopped"], rest
+    # Nothing on stderr all along: no WARNING about the demo's own loopback simulator either.
+    assert err == "", err
 
 
 def test_the_demo_on_a_port_in_use_fails_at_once_with_one_line(tmp_path: Path) -> None:
@@ -110,4 +117,21 @@ def test_the_demo_on_a_port_in_use_fails_at_once_with_one_line(tmp_path: Path) -
     assert out == ""  # nothing was started
     [line] = err.strip().splitlines()
     assert f"port {port} on 127.0.0.1 is in use" in line, err
+    assert "DEMO_ARGS='--port" in line  # `make demo` passes them on
     assert "Traceback" not in err
+
+
+def test_make_demo_passes_demo_args() -> None:
+    # The port-in-use line tells `make demo` users to set DEMO_ARGS; make must pass them on.
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(
+        [make, "-n", "demo", "DEMO_ARGS=--port 8123"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].endswith("intercom-sync demo --port 8123")

@@ -49,6 +49,23 @@ class SyncStats(_Doc):
     memberships_removed: int
 
 
+class Teammate(_Doc):
+    id: str
+    name: str | None
+    email: str | None
+
+
+class RunErrorDetails(_Doc):
+    would_remove: list[Teammate]
+
+
+class RunError(_Doc):
+    code: str
+    message: str
+    # Present when there is more to say, e.g. who a blocked run would remove.
+    details: RunErrorDetails | None = None
+
+
 class SyncRun(_Doc):
     id: int
     trigger: Literal["startup", "schedule", "operator", "webhook", "cli"]
@@ -56,7 +73,7 @@ class SyncRun(_Doc):
     started_at: str | None
     finished_at: str | None
     stats: SyncStats
-    error: ErrorDetail | None
+    error: RunError | None
 
 
 class SyncRunList(_Doc):

@@ -236,18 +236,35 @@ class IntercomClient:
         )
         return float(backoff(state))
 
+    def _say_retry(self, path: str, state: RetryCallState) -> None:
+        """One warning per retry or rate-limit wait, with the wait as a field
+        (`intercom-sync sync` prints these as they come: a wait is otherwise silence)."""
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        reason = (
+            exc.message if isinstance(exc, IntercomError) else f"GET {path}: {type(exc).__name__}"
+        )
+        waiting = (
+            "waiting %.1f s for the rate limit to reset"
+            if isinstance(exc, IntercomRateLimited)
+            else "retrying in %.1f s"
+        )
+        logger.warning(
+            "Intercom: %s; " + waiting + " (attempt %d of %d)",
+            reason,
+            wait,
+            state.attempt_number + 1,
+            self._retry.max_attempts,
+            extra={"intercom_path": path, "retry_in_seconds": round(wait, 3)},
+        )
+
     async def _get_json(self, path: str, *, endpoint: str) -> Any:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_RETRYABLE),
             stop=stop_after_attempt(self._retry.max_attempts),
             wait=self._wait,
             reraise=True,
-            before_sleep=lambda state: logger.warning(
-                "Intercom GET %s failed (%s), retrying (attempt %d)",
-                path,
-                state.outcome.exception() if state.outcome else "?",
-                state.attempt_number,
-            ),
+            before_sleep=lambda state: self._say_retry(path, state),
         )
         async for attempt in retrying:
             with attempt:

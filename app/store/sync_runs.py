@@ -54,8 +54,15 @@ class RunView:
     stats: dict[str, int]
     error_code: str | None
     error_message: str | None
+    # Structured detail of the error, e.g. a blocked run's {"would_remove": [...]}.
+    error_details: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
+        error: dict[str, Any] | None = None
+        if self.error_code:
+            error = {"code": self.error_code, "message": self.error_message or ""}
+            if self.error_details:
+                error["details"] = self.error_details
         return {
             "id": self.id,
             "trigger": self.trigger,
@@ -63,11 +70,7 @@ class RunView:
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "stats": self.stats,
-            "error": (
-                {"code": self.error_code, "message": self.error_message or ""}
-                if self.error_code
-                else None
-            ),
+            "error": error,
         }
 
 
@@ -99,6 +102,7 @@ def _view(run: SyncRun) -> RunView:
         stats={**EMPTY_STATS, **(run.stats or {})},
         error_code=run.error_code,
         error_message=run.error_message,
+        error_details=run.error_details,
     )
 
 
@@ -350,6 +354,7 @@ def finish_run(
     stats: dict[str, int] | None = None,
     error_code: str | None = None,
     error_message: str | None = None,
+    error_details: dict[str, Any] | None = None,
     version_after: int | None = None,
 ) -> RunView:
     """Close a run inside the caller's transaction (so a successful apply and its run record
@@ -361,6 +366,7 @@ def finish_run(
     run.stats = stats if stats is not None else run.stats
     run.error_code = error_code
     run.error_message = error_message
+    run.error_details = error_details
     run.version_after = version_after
     session.flush()
     return _view(run)

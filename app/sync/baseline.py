@@ -24,7 +24,7 @@ from app.intercom.client import IntercomClient
 from app.intercom.models import IntercomAdmin, IntercomTeam, IntercomWorkspace
 from app.store import directory as store
 from app.store.bulk import bulk_write_cache
-from app.store.models import utcnow
+from app.store.models import StoreState, utcnow
 from app.store.versioning import (
     GRANT,
     ROLE,
@@ -103,11 +103,20 @@ class MassRemovalBlocked(Exception):
 
     code = "mass_removal_blocked"
 
-    def __init__(self, message: str, *, would_remove: int, active_users: int) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        would_remove: int,
+        active_users: int,
+        teammates: list[dict[str, str | None]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.would_remove = would_remove
         self.active_users = active_users
+        # Who it would remove (`{"id", "name", "email"}`), for the run record and the CLI.
+        self.teammates = teammates or []
 
 
 class WorkspaceChanged(Exception):
@@ -191,6 +200,62 @@ def _apply_baseline(
     session: Session, fetched: FetchedWorkspace, *, force: bool, max_removal_fraction: float
 ) -> BaselineResult:
     state = lock_store_state(session)
+    plan = plan_baseline(session, state, fetched, max_removal_fraction=max_removal_fraction)
+    if plan.blocked is not None and not force:
+        raise plan.blocked
+    version, current = plan.version, plan.current
+
+    # Writes, in an order the foreign keys accept.
+    store.upsert_teams(session, plan.new_teams, plan.renamed, version=version)
+    store.upsert_roles(session, plan.new_roles, plan.renamed_roles, version=version)
+    store.insert_users(session, plan.new_users, version=version)
+    store.update_users(session, plan.changed_rows)
+    store.remove_memberships(session, plan.pairs_removed)
+    store.add_memberships(
+        session, plan.pairs_added, into_empty_store=not current.users and not current.memberships
+    )
+    store.delete_teams(session, plan.gone_teams)
+    store.delete_roles(session, plan.gone_roles)
+
+    state.workspace_id = fetched.workspace.id_code
+    state.workspace_name = fetched.workspace.name
+    state.workspace_region = fetched.workspace.region
+    version_after = record_changes(session, state, plan.changes, at=plan.now)
+    return BaselineResult(
+        plan.stats, plan.version_before, version_after, plan.changes, plan.unknown_references
+    )
+
+
+@dataclass
+class BaselinePlan:
+    """What a baseline would write: the fetched workspace diffed against the store, before
+    anything is written. `apply_baseline` writes it; `intercom-sync sync --dry-run` prints it."""
+
+    current: store.Directory
+    version_before: int
+    version: int  # the version the writes produce, if any
+    now: datetime
+    stats: SyncStats
+    changes: ChangeSet
+    unknown_references: int
+    blocked: MassRemovalBlocked | None  # the brake, if it applies (`force` lifts it)
+    new_teams: dict[str, str | None]
+    renamed: dict[str, str | None]
+    gone_teams: set[str]
+    new_roles: dict[str, str | None]
+    renamed_roles: dict[str, str | None]
+    gone_roles: set[str]
+    new_users: list[tuple[str, dict[str, Any]]]
+    changed_rows: list[dict[str, Any]]
+    pairs_added: set[tuple[str, str]]
+    pairs_removed: set[tuple[str, str]]
+
+
+def plan_baseline(
+    session: Session, state: StoreState, fetched: FetchedWorkspace, *, max_removal_fraction: float
+) -> BaselinePlan:
+    """The diff `apply_baseline` writes, reading the store only. Raises WorkspaceChanged when
+    `fetched` is another workspace than the store's."""
     if state.workspace_id is not None and state.workspace_id != fetched.workspace.id_code:
         raise WorkspaceChanged(state.workspace_id, fetched.workspace.id_code)
     version_before = state.version
@@ -214,10 +279,12 @@ def _apply_baseline(
 
     active_ids = {uid for uid, user in current.users.items() if user.active}
     to_remove = sorted(active_ids - wanted_users.keys() - newer_by_webhook)
-    if not force:
-        _check_mass_removal(
-            len(to_remove), len(active_ids), len(wanted_users), max_removal_fraction
-        )
+    blocked = _mass_removal_brake(
+        [_who(uid, current.users[uid].fields) for uid in to_remove],
+        len(active_ids),
+        len(wanted_users),
+        max_removal_fraction,
+    )
 
     # Teams first: memberships refer to them.
     new_teams = {tid: name for tid, name in wanted_teams.items() if tid not in current.teams}
@@ -341,41 +408,55 @@ def _apply_baseline(
             if new_role:
                 changes.upsert(GRANT, role_grant_id(new_role, uid))
 
-    # Writes, in an order the foreign keys accept.
-    store.upsert_teams(session, new_teams, renamed, version=version)
-    store.upsert_roles(session, new_roles, renamed_roles, version=version)
-    store.insert_users(session, new_users, version=version)
-    store.update_users(session, changed_rows)
-    store.remove_memberships(session, pairs_removed)
-    store.add_memberships(
-        session, pairs_added, into_empty_store=not current.users and not current.memberships
+    return BaselinePlan(
+        current=current,
+        version_before=version_before,
+        version=version,
+        now=now,
+        stats=stats,
+        changes=changes,
+        unknown_references=unknown,
+        blocked=blocked,
+        new_teams=new_teams,
+        renamed=renamed,
+        gone_teams=gone_teams,
+        new_roles=new_roles,
+        renamed_roles=renamed_roles,
+        gone_roles=gone_roles,
+        new_users=new_users,
+        changed_rows=changed_rows,
+        pairs_added=pairs_added,
+        pairs_removed=pairs_removed,
     )
-    store.delete_teams(session, gone_teams)
-    store.delete_roles(session, gone_roles)
-
-    state.workspace_id = fetched.workspace.id_code
-    state.workspace_name = fetched.workspace.name
-    state.workspace_region = fetched.workspace.region
-    version_after = record_changes(session, state, changes, at=now)
-    return BaselineResult(stats, version_before, version_after, changes, unknown)
 
 
-def _check_mass_removal(
-    would_remove: int, active_users: int, fetched_users: int, max_fraction: float
-) -> None:
+def _who(user_id: str, fields: dict[str, Any]) -> dict[str, str | None]:
+    return {"id": user_id, "name": fields.get("name"), "email": fields.get("email")}
+
+
+def _mass_removal_brake(
+    teammates: list[dict[str, str | None]],
+    active_users: int,
+    fetched_users: int,
+    max_fraction: float,
+) -> MassRemovalBlocked | None:
+    would_remove = len(teammates)
     if fetched_users == 0 and active_users > 0:
-        raise MassRemovalBlocked(
+        return MassRemovalBlocked(
             f"Intercom returned no teammates while {active_users} are stored; nothing was "
             "applied. Check the token's workspace, then resync with force if this is real "
             f"({FORCE_HINT}).",
             would_remove=would_remove,
             active_users=active_users,
+            teammates=teammates,
         )
     if would_remove > MASS_REMOVAL_MIN_USERS and would_remove > max_fraction * active_users:
-        raise MassRemovalBlocked(
+        return MassRemovalBlocked(
             f"this run would remove {would_remove} of {active_users} teammates, more than "
             f"MAX_REMOVAL_FRACTION={max_fraction:g} allows; nothing was applied. If it is real, "
             f"resync with force to apply it ({FORCE_HINT}).",
             would_remove=would_remove,
             active_users=active_users,
+            teammates=teammates,
         )
+    return None

@@ -22,6 +22,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -164,11 +165,11 @@ class SyncCoordinator:
             try:
                 lock = await asyncio.shield(acquiring)
             except Exception as exc:
-                logger.exception("sync run %s: could not take the run lock", run_id)
                 view = await self._finish(
                     run_id,
                     "failed",
                     error=("internal_error", f"could not take the run lock: {type(exc).__name__}"),
+                    exc_info=exc,
                 )
             else:
                 view = await self._execute_locked(run_id, lock, force=force, progress=progress)
@@ -206,7 +207,6 @@ class SyncCoordinator:
         progress: ProgressCallback | None,
     ) -> RunView:
         if lock is None:
-            logger.error("sync run %s: another process still holds the run lock", run_id)
             return await self._finish(
                 run_id,
                 "failed",
@@ -269,15 +269,20 @@ class SyncCoordinator:
                 raise
         except (IntercomError, WorkspaceChanged) as exc:
             # Each message says what failed and what to check (an auth failure is not retried).
-            logger.error("sync run %s failed: %s", run_id, exc.message)
             return await self._finish(run_id, "failed", error=(exc.code, exc.message))
         except MassRemovalBlocked as exc:
-            logger.warning("sync run %s blocked: %s", run_id, exc.message)
-            return await self._finish(run_id, "blocked", error=(exc.code, exc.message))
-        except Exception as exc:
-            logger.exception("sync run %s failed unexpectedly", run_id)
             return await self._finish(
-                run_id, "failed", error=("internal_error", f"{type(exc).__name__}: {exc}")
+                run_id,
+                "blocked",
+                error=(exc.code, exc.message),
+                details={"would_remove": exc.teammates},
+            )
+        except Exception as exc:
+            return await self._finish(
+                run_id,
+                "failed",
+                error=("internal_error", f"{type(exc).__name__}: {exc}"),
+                exc_info=exc,
             )
         if self._on_version_change is not None:
             await self._on_version_change()
@@ -300,22 +305,52 @@ class SyncCoordinator:
                 stats=result.stats.as_dict(),
                 version_after=result.version_after,
             )
+        # Fields rather than a dict's repr, so that a JSON log can be queried by them.
         logger.info(
-            "sync run %s succeeded: version %s -> %s, %s",
+            "sync run %s succeeded: version %s -> %s",
             run_id,
             result.version_before,
             result.version_after,
-            result.stats.as_dict(),
+            extra={
+                "sync_status": "succeeded",
+                "version_before": result.version_before,
+                "version_after": result.version_after,
+                **result.stats.as_dict(),
+            },
         )
         return view
 
-    async def _finish(self, run_id: int, status: str, *, error: tuple[str, str]) -> RunView:
+    async def _finish(
+        self,
+        run_id: int,
+        status: str,
+        *,
+        error: tuple[str, str],
+        details: dict[str, Any] | None = None,
+        exc_info: BaseException | None = None,
+    ) -> RunView:
+        """Record a run that did not succeed, and say so in one warning with its code (a
+        start-up sync that fails has nobody watching but the log)."""
+
         def finish() -> RunView:
             with self._db.writing() as session:
                 return sync_runs.finish_run(
-                    session, run_id, status=status, error_code=error[0], error_message=error[1]
+                    session,
+                    run_id,
+                    status=status,
+                    error_code=error[0],
+                    error_message=error[1],
+                    error_details=details,
                 )
 
+        logger.warning(
+            "sync run %s %s: %s: %s",
+            run_id,
+            status,
+            *error,
+            extra={"sync_status": status, "error_code": error[0]},
+            exc_info=exc_info,
+        )
         return await run_in_threadpool(finish)
 
     def _current_version(self) -> int:
