@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO, cast
 
 from app.settings import ConfigError, Settings, load_settings
 
@@ -169,9 +171,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _RedactingStream:
+    """stdout or stderr with every configured secret scrubbed from what is written."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from app.logging_setup import scrub
+
+        self._stream.write(scrub(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def _redacted_output() -> Iterator[None]:
+    """Every line a command prints passes the log redactor (which knows the secrets once the
+    command has loaded its settings), whichever code printed it."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout = cast(TextIO, _RedactingStream(stdout))
+    sys.stderr = cast(TextIO, _RedactingStream(stderr))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    with _redacted_output():
+        code: int = args.func(args)
     return code
 
 
