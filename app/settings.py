@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -290,7 +290,8 @@ class Settings(BaseSettings):
                 values.append(secret.get_secret_value())
         password = _database_password(self.database_url)
         if password:
-            values.append(password)
+            # A driver's error shows it decoded; the URL carries it percent-encoded.
+            values.extend({password, unquote(password)})
         return [v for v in values if v]
 
 

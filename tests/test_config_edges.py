@@ -332,6 +332,15 @@ def test_an_intercom_error_quoting_the_token_reaches_no_sink(
     assert SIM_TOKEN not in run.error_message
 
 
+def test_the_database_password_is_a_secret_in_both_spellings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configured(monkeypatch, DATABASE_URL="postgresql://sync:Pa%40ssw0rd-db@db.internal/sync")
+    values = load_settings(_env_file=None).secret_values()
+    assert "Pa%40ssw0rd-db" in values
+    assert "Pa@ssw0rd-db" in values
+
+
 # ---- 17.11: in-memory SQLite, the reconcile floor, look-alike variables ---------------------
 
 
@@ -433,10 +442,35 @@ def test_a_misspelling_in_the_env_file_is_warned(tmp_path: Path) -> None:
     assert not any("abcdefghijklmnop" in w for w in warnings)
 
 
+def test_a_client_secret_with_a_newline_verifies_genuine_webhooks(
+    database_url: str, sim: SimulatorServer
+) -> None:
+    from tests.support import make_settings
+
+    settings_now = make_settings(database_url, sim, intercom_client_secret=SIM_SECRET + "\n")
+    service = ServiceServer(settings_now).start()
+    try:
+        service.wait_ready()
+        body = encode_notification(build_notification("ping", {}, app_id=sim.workspace.id_code))
+        response = httpx.post(
+            f"{service.url}/webhooks/intercom",
+            content=body,
+            headers=signed_headers(body, SIM_SECRET),
+            timeout=10,
+        )
+    finally:
+        service.stop()
+    assert response.status_code == 200, response.text
+
+
 def test_sync_prints_and_serve_logs_the_misspelling(
     database_url: str, sim: SimulatorServer, tmp_path: Path
 ) -> None:
-    env = service_env(database_url, sim, MAX_REMOVAL_FRACTON="0.1")
+    """Also the issue's repro: `serve` with a token ending in a newline syncs, and its log
+    holds no trace of the token."""
+    env = service_env(
+        database_url, sim, MAX_REMOVAL_FRACTON="0.1", INTERCOM_ACCESS_TOKEN=SIM_TOKEN + "\n"
+    )
     result = run_cli(["sync"], env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert any(
@@ -447,9 +481,17 @@ def test_sync_prints_and_serve_logs_the_misspelling(
     log = tmp_path / "serve.log"
     service = ServiceProcess(env, log_path=log).start()
     try:
-        entries = [orjson.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+        wait_for(
+            lambda: httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200,
+            timeout=60,
+            what="the start-up baseline",
+        )
     finally:
         service.terminate()
+    text = log.read_text()
+    assert SIM_TOKEN not in text
+    assert "Illegal header" not in text
+    entries = [orjson.loads(x) for x in text.splitlines() if x.startswith("{")]
     assert any(
         e["level"] == "warning" and "did you mean MAX_REMOVAL_FRACTION?" in e["message"]
         for e in entries
@@ -532,7 +574,7 @@ def test_property_a_decorated_secret_is_a_one_line_error_or_a_working_service(
     secret = SECRETS[variable]
     value = before + secret[:at] + inside + secret[at:] + after
     env = service_env(database_url, sim, **{variable: value})
-    # This test's own log sink; configure_logging (run by `sync` and by the service) swaps it.
+    # The service then logs at debug level, so every line it can write is checked.
     env["LOG_LEVEL"] = "debug"
     out, err, logs = io.StringIO(), io.StringIO(), io.StringIO()
     with environment(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
