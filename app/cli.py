@@ -9,8 +9,9 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO, cast
 
 from app import __version__
 from app.settings import ConfigError, Settings, load_settings
@@ -328,15 +329,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _RedactingStream:
+    """stdout or stderr with every configured secret scrubbed from what is written."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from app.logging_setup import scrub
+
+        self._stream.write(scrub(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def _redacted_output() -> Iterator[None]:
+    """Every line a command prints passes the log redactor (which knows the secrets once the
+    command has loaded its settings), whichever code printed it."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout = cast(TextIO, _RedactingStream(stdout))
+    sys.stderr = cast(TextIO, _RedactingStream(stderr))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except KeyboardInterrupt:
-        if args.command == "serve":
-            return 0
-        print(f"intercom-sync {args.command}: interrupted", file=sys.stderr)
-        return 130
+    with _redacted_output():
+        try:
+            code: int = args.func(args)
+        except KeyboardInterrupt:
+            if args.command == "serve":
+                return 0
+            print(f"intercom-sync {args.command}: interrupted", file=sys.stderr)
+            return 130
     return code
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from urllib.parse import quote, quote_plus
 
 import orjson
 
@@ -17,11 +19,43 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 # Context ids are written above only when set; uvicorn's ANSI-coloured copy of the message
 # is noise in a JSON line.
 _DROPPED = frozenset({"color_message", "request_id", "run_id"})
+# Shorter values would redact ordinary words; every token we accept is 16 characters or more.
+MIN_REDACTED_LENGTH = 4
 
 
-class _Redactor:
-    def __init__(self) -> None:
+def secret_forms(secret: str) -> set[str]:
+    """The ways a secret can be spelled in error text: as itself, escaped as str and bytes
+    reprs and JSON strings write it (an httpx header error shows `b'Bearer tok\\n'`), and
+    percent-encoded as a URL carries it."""
+    forms = {secret, repr(secret)[1:-1], ascii(secret)[1:-1], orjson.dumps(secret).decode()[1:-1]}
+    for encoding in ("utf-8", "latin-1"):
+        try:
+            forms.add(repr(secret.encode(encoding))[2:-1])
+        except UnicodeEncodeError:
+            continue
+    forms.add(quote(secret, safe=""))
+    forms.add(quote_plus(secret, safe=""))
+    # The JSON formatter escapes the message once more: a repr's backslash becomes two.
+    forms |= {orjson.dumps(form).decode()[1:-1] for form in list(forms)}
+    return {form for form in forms if len(form) >= MIN_REDACTED_LENGTH}
+
+
+class Redactor:
+    """Replaces every registered secret, in each of its spellings, with `[redacted]`. One
+    instance (REDACTOR) serves every sink: log lines, run records and CLI output."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets: list[str] = []
+        self.register(secrets)
+
+    def register(self, secrets: Iterable[str]) -> None:
+        """Redact exactly these secrets from now on (replacing the previous set)."""
+        forms: set[str] = set()
+        for secret in secrets:
+            if len(secret) >= MIN_REDACTED_LENGTH:
+                forms |= secret_forms(secret)
+        # Longest first, so a secret containing another is replaced whole.
+        self.secrets = sorted(forms, key=len, reverse=True)
 
     def scrub(self, text: str) -> str:
         for secret in self.secrets:
@@ -30,7 +64,12 @@ class _Redactor:
         return text
 
 
-REDACTOR = _Redactor()
+REDACTOR = Redactor()
+
+
+def scrub(text: str) -> str:
+    """`text` without any configured secret: for every message that leaves the process."""
+    return REDACTOR.scrub(text)
 
 
 class ContextFilter(logging.Filter):
@@ -96,7 +135,7 @@ class ConsoleFormatter(logging.Formatter):
 
 def configure_logging(level: str, fmt: str, secrets: list[str]) -> None:
     """Route the service's and uvicorn's loggers through one scrubbed handler."""
-    REDACTOR.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+    REDACTOR.register(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     handler.addFilter(ContextFilter())

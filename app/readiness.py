@@ -60,6 +60,8 @@ def check_readiness(db: Database, settings: Settings) -> Readiness:
             problems.append("auth_failed")
         elif last_run.error_code == "intercom_plan_restricted":
             problems.append("plan_restricted")
+        elif last_run.error_code == "config_invalid":
+            problems.append("config_invalid")
         elif last_run.error_code == "workspace_changed":
             problems.append("workspace_changed")
         elif last_run.status == "blocked":

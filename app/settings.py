@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import logging
+import os
 import re
+from collections.abc import Iterable
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from dotenv import dotenv_values
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -23,19 +37,81 @@ REGION_BASE_URLS = {
 DEFAULT_DATABASE_URL = "sqlite:///./data/intercom-sync.db"
 MIN_API_TOKEN_LENGTH = 16
 _API_VERSION = re.compile(r"^\d+\.\d+$")
-_NAMED_API_VERSIONS = ("unstable", "preview")
+PREVIEW_API_VERSION = "Preview"
+# Reconciling more often than this only loads Intercom: a webhook keeps the store current
+# between baselines (0.5 s gave 22 baselines in 10 s).
+MIN_RECONCILE_INTERVAL_SECONDS = 60
+
+# Secret variables: stripped of surrounding whitespace, refused with inner whitespace, control
+# or non-ASCII characters (none of them can travel in an HTTP header or be typed by a client).
+SECRET_VARIABLES = ("intercom_access_token", "intercom_client_secret")
+# Comma-separated token lists under the same rule; a new list is one more name here.
+TOKEN_LIST_VARIABLES = ("read_api_tokens", "operator_api_tokens")
+
+# Names with these prefixes are ours even when we do not know them: a warning names them.
+OUR_PREFIXES = (
+    "INTERCOM_",
+    "READ_API_",
+    "OPERATOR_API_",
+    "PROVISIONING_",
+    "RECONCILE_",
+    "WEBHOOK_",
+    "CHANGE_LOG_",
+    "MAX_REMOVAL_",
+    "ACTIVITY_LOG_",
+    "ACCESS_EVENT_",
+    "REMOVAL_REASSIGN_",
+    "PROTECTED_ADMIN",
+)
+# Kubernetes adds these for a Service named intercom-sync (INTERCOM_SYNC_SERVICE_HOST, …).
+_SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)$")
+_CLOSE_MISSPELLING = 0.88
 
 
 class ConfigError(Exception):
     """A variable is malformed; the message names it and never echoes secret values."""
 
 
+def clean_secret(value: str) -> str:
+    """The secret without surrounding whitespace; ValueError (which never shows the value)
+    when what is left holds whitespace, a control or a non-ASCII character."""
+    text = value.strip()
+    for position, char in enumerate(text, start=1):
+        if not "!" <= char <= "~":
+            raise ValueError(
+                f"holds {_kind_of_character(char)} at character {position} of {len(text)}; "
+                "a token is printable ASCII without spaces (surrounding whitespace is ignored)"
+            )
+    return text
+
+
+def _kind_of_character(char: str) -> str:
+    if char.isspace():
+        return "whitespace"
+    if not char.isascii():
+        return "a non-ASCII character"
+    return "a control character"
+
+
 def _split_tokens(value: object) -> object:
     if value is None:
         return []
     if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
+        value = value.split(",")
+    if not isinstance(value, list):
+        return value
+    parts = [part.get_secret_value() if isinstance(part, SecretStr) else part for part in value]
+    tokens = [part for part in parts if not isinstance(part, str) or part.strip()]
+    cleaned: list[object] = []
+    for index, token in enumerate(tokens, start=1):
+        if not isinstance(token, str):
+            cleaned.append(token)
+            continue
+        try:
+            cleaned.append(clean_secret(token))
+        except ValueError as exc:
+            raise ValueError(f"token {index} of {len(tokens)} {exc}") from None
+    return cleaned
 
 
 class Settings(BaseSettings):
@@ -53,6 +129,7 @@ class Settings(BaseSettings):
     read_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     operator_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     reconcile_interval_seconds: float = Field(default=900, ge=0)
+    reconcile_allow_short_interval: bool = False
     sync_on_startup: bool = True
     max_removal_fraction: float = Field(default=0.25, ge=0, le=1)
     change_log_retention_days: float = Field(default=30, gt=0)
@@ -65,6 +142,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "console"] = "json"
 
+    # Warnings found while loading (variables that look like ours but are not), for
+    # startup_warnings; set by load_settings.
+    _load_warnings: list[str] = PrivateAttr(default_factory=list)
+
     @field_validator("intercom_api_base_url", mode="before")
     @classmethod
     def _base_url(cls, value: object) -> object:
@@ -73,17 +154,33 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         text = value.strip().rstrip("/")
-        parts = urlsplit(text)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(text)
+            has_credentials = parts.username is not None or parts.password is not None
+            hostname = parts.hostname
+        except ValueError:
+            raise ValueError("must be an http(s) URL such as https://api.eu.intercom.io") from None
+        if parts.scheme not in ("http", "https") or not hostname:
             raise ValueError("must be an http(s) URL such as https://api.eu.intercom.io")
+        if has_credentials:
+            # httpx would send them as Basic auth instead of the bearer token; the message
+            # must not repeat them.
+            raise ValueError(
+                "must not contain a user name or password (the part before '@'); "
+                "the access token is INTERCOM_ACCESS_TOKEN"
+            )
         return text
 
-    @field_validator("intercom_access_token", "intercom_client_secret", mode="before")
+    @field_validator(*SECRET_VARIABLES, mode="before")
     @classmethod
-    def _blank_secret_is_unset(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
+    def _secret(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
             return None
-        return value
+        return clean_secret(value)
 
     @field_validator("intercom_workspace_id", mode="before")
     @classmethod
@@ -92,12 +189,12 @@ class Settings(BaseSettings):
             return None
         return value.strip() if isinstance(value, str) else value
 
-    @field_validator("read_api_tokens", "operator_api_tokens", mode="before")
+    @field_validator(*TOKEN_LIST_VARIABLES, mode="before")
     @classmethod
     def _tokens(cls, value: object) -> object:
         return _split_tokens(value)
 
-    @field_validator("read_api_tokens", "operator_api_tokens", mode="after")
+    @field_validator(*TOKEN_LIST_VARIABLES, mode="after")
     @classmethod
     def _tokens_long_enough(cls, value: list[SecretStr]) -> list[SecretStr]:
         # The message counts characters and never shows a token.
@@ -120,6 +217,16 @@ class Settings(BaseSettings):
                 "access token in clear text; use https:// or set "
                 "INTERCOM_ALLOW_INSECURE_BASE_URL=true"
             )
+        interval = self.reconcile_interval_seconds
+        if (
+            0 < interval < MIN_RECONCILE_INTERVAL_SECONDS
+            and not self.reconcile_allow_short_interval
+        ):
+            raise ValueError(
+                f"RECONCILE_INTERVAL_SECONDS: must be 0 (no schedule) or at least "
+                f"{MIN_RECONCILE_INTERVAL_SECONDS} seconds; webhooks keep the store current "
+                "between baselines"
+            )
         return self
 
     @field_validator("log_level", "log_format", mode="before")
@@ -135,9 +242,12 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         text = value.strip()
-        if not (_API_VERSION.match(text) or text.lower() in _NAMED_API_VERSIONS):
-            raise ValueError("must be a version such as 2.14 or 2.16, or Unstable/Preview")
-        return text
+        if _API_VERSION.match(text) or text == PREVIEW_API_VERSION:
+            return text
+        hint = ""
+        if text.lower() in ("preview", "unstable"):
+            hint = " (Intercom spells it Preview, and refuses Unstable, its old name)"
+        raise ValueError(f"must be N.N, such as 2.14 or 2.16, or Preview{hint}")
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -149,7 +259,14 @@ class Settings(BaseSettings):
         scheme = value.split(":", 1)[0].lower()
         if not (scheme.startswith("sqlite") or scheme.startswith("postgres")):
             raise ValueError("must be a sqlite:///… or postgresql://… URL")
-        return value.strip()
+        text = value.strip()
+        if is_in_memory_sqlite(text):
+            raise ValueError(
+                "an in-memory SQLite database lives only as long as one connection, so "
+                "migrations, syncs and reads would each see an empty store; use a file such "
+                f"as {DEFAULT_DATABASE_URL}"
+            )
+        return text
 
     @property
     def base_url_is_known_region(self) -> bool:
@@ -162,14 +279,73 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor."""
-        values = [t.get_secret_value() for t in (*self.read_api_tokens, *self.operator_api_tokens)]
-        for secret in (self.intercom_access_token, self.intercom_client_secret):
+        values = [
+            token.get_secret_value()
+            for name in TOKEN_LIST_VARIABLES
+            for token in getattr(self, name)
+        ]
+        for name in SECRET_VARIABLES:
+            secret = getattr(self, name)
             if secret is not None:
                 values.append(secret.get_secret_value())
         password = _database_password(self.database_url)
         if password:
-            values.append(password)
+            # A driver's error shows it decoded; the URL carries it percent-encoded.
+            values.extend({password, unquote(password)})
         return [v for v in values if v]
+
+
+def is_in_memory_sqlite(url: str) -> bool:
+    """`sqlite://`, `sqlite:///:memory:` and `file:…?mode=memory` URIs."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file::memory:"):
+        return True
+    query = {key.lower(): value for key, value in parsed.query.items()}
+    mode = query.get("mode")
+    if mode == "memory" or (isinstance(mode, tuple) and "memory" in mode):
+        return True
+    return "mode=memory" in database.lower()
+
+
+def unknown_variable_warnings(names: Iterable[str]) -> list[str]:
+    """A warning for each name that looks like one of ours but is not: a close misspelling
+    of a known variable, or an unknown name with one of our prefixes."""
+    known = sorted(name.upper() for name in Settings.model_fields)
+    warnings: list[str] = []
+    for name in sorted(set(names)):
+        upper = name.upper()
+        if upper in known or _SERVICE_LINK.search(upper):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=_CLOSE_MISSPELLING)
+        ours = upper.startswith(OUR_PREFIXES)
+        if not close and ours:
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.75)
+        if close:
+            warnings.append(
+                f"{name} is not a variable intercom-sync reads: did you mean {close[0]}?"
+            )
+        elif ours:
+            warnings.append(
+                f"{name} is not a variable intercom-sync reads and is ignored "
+                "(.env.example lists every variable)"
+            )
+    return warnings
+
+
+def _configured_names(env_file: object) -> list[str]:
+    """Variable names from the environment and from the `.env` file settings read."""
+    names = list(os.environ)
+    files = env_file if isinstance(env_file, (list, tuple)) else [env_file]
+    for path in files:
+        if isinstance(path, (str, Path)) and Path(path).is_file():
+            names.extend(dotenv_values(path))
+    return names
 
 
 def is_loopback_host(host: str) -> bool:
@@ -222,6 +398,12 @@ def startup_warnings(settings: Settings) -> list[str]:
             "INTERCOM_API_BASE_URL is plain http:// (allowed by "
             "INTERCOM_ALLOW_INSECURE_BASE_URL): the access token travels in clear text"
         )
+    if 0 < settings.reconcile_interval_seconds < MIN_RECONCILE_INTERVAL_SECONDS:
+        warnings.append(
+            f"RECONCILE_INTERVAL_SECONDS is {settings.reconcile_interval_seconds:g} (allowed by "
+            "RECONCILE_ALLOW_SHORT_INTERVAL): every period is a full baseline against Intercom"
+        )
+    warnings.extend(settings._load_warnings)
     return warnings
 
 
@@ -233,7 +415,7 @@ def _database_password(url: str) -> str | None:
 
 
 def api_version_supports_roles(version: str) -> bool:
-    if version.lower() in ("preview", "unstable"):
+    if version.lower() == "preview":
         return True
     try:
         major, minor = (int(part) for part in version.split(".", 1))
@@ -245,7 +427,7 @@ def api_version_supports_roles(version: str) -> bool:
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning validation failures into a one-line error naming the variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -254,6 +436,9 @@ def load_settings(**overrides: object) -> Settings:
             # A check across variables (the model validator) names its variable itself.
             problems.append(f"{name}: {message}" if name else message)
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    settings._load_warnings = unknown_variable_warnings(_configured_names(env_file))
+    return settings
 
 
 @lru_cache

@@ -91,6 +91,7 @@ class Service:
             "READ_API_TOKENS": READ_TOKEN,
             "OPERATOR_API_TOKENS": OPERATOR_TOKEN,
             "RECONCILE_INTERVAL_SECONDS": "30",
+            "RECONCILE_ALLOW_SHORT_INTERVAL": "true",
             "SYNC_ON_STARTUP": "true",
             "INTERCOM_BACKOFF_INITIAL_SECONDS": "0.05",
             "WEBHOOK_REFRESH_DEBOUNCE_SECONDS": "1",

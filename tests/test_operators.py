@@ -239,7 +239,7 @@ class TestSchedule:
         assert wait(last_sync + timedelta(seconds=1100), 900, None) == 0
 
     def test_a_reconcile_runs_after_the_first_success(self, start_service: StartService) -> None:
-        service = start_service(reconcile_interval_seconds=1)
+        service = start_service(reconcile_interval_seconds=1, reconcile_allow_short_interval=True)
 
         def scheduled() -> dict[str, Any] | None:
             return next((r for r in runs(service) if r["trigger"] == "schedule"), None)

@@ -298,7 +298,9 @@ def test_two_replicas_run_one_sync_at_a_time_reconcile_once_per_period_apply_eve
     """Both replicas take webhooks and operator resyncs while their reconcile schedules run
     (every second, so several periods pass during the test)."""
     interval = 1.0
-    replica_a, replica_b = start_replicas(2, reconcile_interval_seconds=interval)
+    replica_a, replica_b = start_replicas(
+        2, reconcile_interval_seconds=interval, reconcile_allow_short_interval=True
+    )
     urls = [replica_a.url, replica_b.url]
     log = DeliveryLog()
 

@@ -189,7 +189,9 @@ def test_https_anywhere_is_fine(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not any("clear text" in w for w in startup_warnings(settings))
 
 
-@pytest.mark.parametrize("version", ["2", "v2.14", "latest", "2.14.1", "2.x"])
+@pytest.mark.parametrize(
+    "version", ["2", "v2.14", "latest", "2.14.1", "2.x", "Unstable", "unstable", "preview"]
+)
 def test_a_malformed_api_version_is_refused(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
     monkeypatch.setenv("INTERCOM_API_VERSION", version)
     with pytest.raises(ConfigError, match="INTERCOM_API_VERSION"):
@@ -201,8 +203,7 @@ def test_a_malformed_api_version_is_refused(monkeypatch: pytest.MonkeyPatch, ver
     [
         ("2.16", "2.16"),
         (" 2.14 ", "2.14"),
-        ("Unstable", "Unstable"),
-        ("preview", "preview"),
+        ("Preview", "Preview"),
         ("", "2.14"),
     ],
 )

@@ -8,10 +8,12 @@ Errors form a small tree, so callers decide on kinds rather than status codes::
     ├── IntercomNotFound          404 for a by-id lookup
     ├── IntercomRateLimited       429 (retried until X-RateLimit-Reset, bounded)
     ├── IntercomUnavailable       5xx, timeouts, connection errors (retried with backoff)
-    └── IntercomBadResponse       a body that is not the JSON shape expected (retried)
+    ├── IntercomBadResponse       a body that is not the JSON shape expected (retried)
+    └── IntercomConfigError       our configuration cannot work: a header value HTTP cannot
+                                  carry, an API version Intercom does not know (never retried)
 
-Messages never contain the access token: the Authorization header is only set on the client
-and nothing here formats request headers.
+Messages never contain the access token: every message passes the log redactor (the HTTP
+stack's own error text can quote a header), and header errors are described, not quoted.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from app.intercom.models import (
     IntercomWorkspace,
     parse_items,
 )
+from app.logging_setup import Redactor, scrub
 from app.metrics import INTERCOM_REQUESTS
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ class IntercomError(Exception):
     code = "intercom_error"
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
+        message = scrub(message)
         super().__init__(message)
         self.message = message
         self.status = status
@@ -97,6 +101,18 @@ class IntercomBadResponse(IntercomError):
     code = "intercom_bad_response"
 
 
+class IntercomConfigError(IntercomError):
+    """A configured value Intercom (or HTTP) cannot take; the message names the variable."""
+
+    code = "config_invalid"
+
+
+HEADER_VARIABLES = {
+    "Authorization": "INTERCOM_ACCESS_TOKEN",
+    "Intercom-Version": "INTERCOM_API_VERSION",
+}
+
+
 _RETRYABLE = (IntercomRateLimited, IntercomUnavailable, IntercomBadResponse)
 
 
@@ -119,6 +135,14 @@ def _error_code(response: httpx.Response) -> str | None:
             code = errors[0].get("code")
             return str(code) if code is not None else None
     return None
+
+
+def _header_problem(header: str) -> str:
+    variable = HEADER_VARIABLES.get(header, header)
+    return (
+        f"{variable} holds a character that cannot travel in the {header} header "
+        "(a line break, a control or a non-ASCII character); set it again without it"
+    )
 
 
 def _reset_at(response: httpx.Response) -> float | None:
@@ -153,14 +177,22 @@ class IntercomClient:
     ) -> None:
         self._retry = retry or RetryPolicy()
         self._host = urlsplit(base_url).hostname or base_url
+        self._api_version = api_version
+        # Settings already refuse such values; a client built another way still never puts
+        # the token into an error message.
+        self._redactor = Redactor([access_token])
+        headers = {
+            "Authorization": f"Bearer {access_token}",
+            "Accept": "application/json",
+            "Intercom-Version": api_version,
+            "User-Agent": "intercom-sync/0.1",
+        }
+        for name, value in headers.items():
+            if not all(" " <= char <= "~" for char in value):
+                raise IntercomConfigError(_header_problem(name))
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
-            headers={
-                "Authorization": f"Bearer {access_token}",
-                "Accept": "application/json",
-                "Intercom-Version": api_version,
-                "User-Agent": "intercom-sync/0.1",
-            },
+            headers=headers,
             timeout=httpx.Timeout(timeout_seconds, connect=min(10.0, timeout_seconds)),
             transport=transport,
             # Building a context loads the CA bundle, tens of milliseconds of CPU: callers
@@ -271,9 +303,21 @@ class IntercomClient:
                 return await self._get_once(path, endpoint=endpoint)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _describe(self, exc: BaseException) -> str:
+        return self._redactor.scrub(f"{type(exc).__name__}: {exc}")
+
     async def _get_once(self, path: str, *, endpoint: str) -> Any:
         try:
             response = await self._http.get(path)
+        except httpx.LocalProtocolError:
+            # h11 refused to write the request: a header value it cannot carry. Its text
+            # quotes the value (the token), and no retry can change it.
+            INTERCOM_REQUESTS.labels(endpoint, "config_invalid").inc()
+            raise IntercomConfigError(
+                f"GET {path}: the request could not be written: a header value holds a "
+                "character HTTP does not allow; check INTERCOM_ACCESS_TOKEN and "
+                "INTERCOM_API_VERSION for spaces, line breaks or other control characters"
+            ) from None
         except httpx.TimeoutException as exc:
             INTERCOM_REQUESTS.labels(endpoint, "timeout").inc()
             raise IntercomUnavailable(
@@ -282,12 +326,12 @@ class IntercomClient:
         except httpx.ConnectError as exc:
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
             raise IntercomUnavailable(
-                f"GET {path}: could not connect to {self._host} ({type(exc).__name__}: {exc})"
+                f"GET {path}: could not connect to {self._host} ({self._describe(exc)})"
             ) from None
         except httpx.TransportError as exc:
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
             raise IntercomUnavailable(
-                f"GET {path}: connection to {self._host} failed ({type(exc).__name__}: {exc})"
+                f"GET {path}: connection to {self._host} failed ({self._describe(exc)})"
             ) from None
         except (OSError, AttributeError) as exc:
             # A connection reset while httpcore sets it up can escape unwrapped (anyio asks
@@ -295,7 +339,7 @@ class IntercomClient:
             # connection failure, to be retried like one rather than failing the run outright.
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
             raise IntercomUnavailable(
-                f"GET {path}: connection to {self._host} lost ({type(exc).__name__}: {exc})"
+                f"GET {path}: connection to {self._host} lost ({self._describe(exc)})"
             ) from None
         status = response.status_code
         INTERCOM_REQUESTS.labels(endpoint, str(status)).inc()
@@ -321,6 +365,13 @@ class IntercomClient:
             raise IntercomUnavailable(f"GET {path} answered {status}", status=status)
         if status >= 400:
             code = _error_code(response) or "error"
+            if code == "intercom_version_invalid":
+                raise IntercomConfigError(
+                    f"Intercom does not know API version {self._api_version!r} ({status} "
+                    f"intercom_version_invalid on GET {path}): set INTERCOM_API_VERSION to a "
+                    "version Intercom offers, such as 2.14 or 2.16, or Preview",
+                    status=status,
+                )
             if code in AUTH_ERROR_CODES:
                 raise IntercomAuthError(
                     f"Intercom refused the access token ({status} {code}) on GET {path}: "

@@ -69,6 +69,12 @@ _ERROR_MESSAGES = {
     "team_not_found": "Team not found",
 }
 
+# The versions Intercom answers to (its OpenAPI enums: 1.0–1.4, 2.0–2.16, and Preview; its
+# docs site has 2.17 pages). Anything else, "Unstable" and "preview" included, is a 400.
+KNOWN_API_VERSIONS = frozenset(
+    [f"1.{minor}" for minor in range(5)] + [f"2.{minor}" for minor in range(18)] + ["Preview"]
+)
+
 # Shared, never mutated: orjson serialises it the same for every admin.
 _EMPTY: dict[str, Any] = {}
 
@@ -231,7 +237,11 @@ class _Simulator:
         if fault is not None and fault.body is None and (fault.status or 0) >= 400:
             return self._fault_error(fault, request_id, headers)
 
-        status, payload = self._authorize(request, request_id) or handler(request, request_id)
+        status, payload = (
+            self._authorize(request, request_id)
+            or self._check_version(request, request_id)
+            or handler(request, request_id)
+        )
         if fault is not None and fault.status is not None and fault.status < 400:
             status = fault.status
         if fault is None or fault.body is None:
@@ -265,6 +275,14 @@ class _Simulator:
         if f"{scheme.lower()} {token.strip()}" == self.expected_auth:
             return None
         return 401, error_list("unauthorized", "Access Token Invalid", request_id)
+
+    def _check_version(self, request: Request, request_id: str) -> _Answer | None:
+        version = request.headers.get("intercom-version")
+        if version is None or version in KNOWN_API_VERSIONS:
+            return None
+        return 400, error_list(
+            "intercom_version_invalid", "The requested version could not be found", request_id
+        )
 
     # -- API handlers -------------------------------------------------------------------------
 

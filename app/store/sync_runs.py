@@ -24,6 +24,7 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.logging_setup import scrub
 from app.store.engine import Database
 from app.store.models import SyncRun, utcnow
 
@@ -285,7 +286,7 @@ def release_run(db: Database, run_id: int, *, message: str) -> bool:
                 active=None,
                 finished_at=utcnow(),
                 error_code=INTERRUPTED,
-                error_message=message,
+                error_message=scrub(message),
             )
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -365,7 +366,8 @@ def finish_run(
     run.finished_at = utcnow()
     run.stats = stats if stats is not None else run.stats
     run.error_code = error_code
-    run.error_message = error_message
+    # The one place a run's message is written: no secret reaches /sync-runs through it.
+    run.error_message = scrub(error_message) if error_message is not None else None
     run.error_details = error_details
     run.version_after = version_after
     session.flush()

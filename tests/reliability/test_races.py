@@ -138,7 +138,11 @@ def test_webhooks_resyncs_and_reconciles_racing_converge_without_gaps_or_lock_er
     # The production refresh debounce (2 s) rather than the suite's 0.3 s: a stream this dense
     # would otherwise keep a refetch running back to back.
     env = service_env(
-        database_url, sim, reconcile_interval_seconds=1, webhook_refresh_debounce_seconds=2
+        database_url,
+        sim,
+        reconcile_interval_seconds=1,
+        reconcile_allow_short_interval=True,
+        webhook_refresh_debounce_seconds=2,
     )
     service = ServiceProcess(env, log_path=log)
     service.start()
