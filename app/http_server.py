@@ -153,6 +153,11 @@ class EdgeLimitedHttpProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         if self.transport.is_closing():
             return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An earlier pipelined request is still being answered: an answer written now
+            # would land inside its response, so the connection is only closed.
+            self.transport.close()
+            return
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
