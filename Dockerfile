@@ -65,6 +65,10 @@ USER intercom
 
 EXPOSE 8000
 
+# `serve` runs uvicorn as app/http_server.py sets it up, which holds the HTTP edge limits itself
+# (header block over 16 KiB: 431; headers unfinished after 10 s: disconnected), so the image
+# needs no proxy for them; tests/test_container.py runs this CMD to check it.
+#
 # `serve` drains requests for up to --graceful-timeout seconds on SIGTERM, then stops its
 # background work: give the container longer than that (docker stop -t 30, compose
 # stop_grace_period, Kubernetes terminationGracePeriodSeconds).

@@ -99,24 +99,17 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from app.http_server import run_server
     from app.logging_setup import configure_logging
 
     settings = _settings_or_exit()
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
     _prepare_store_or_exit(settings)
-    uvicorn.run(
-        "app.main:app",
+    run_server(
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_config=None,
-        # RequestIdMiddleware writes the access line (with the request id); uvicorn's own
-        # would be formatted for every request only to be dropped.
-        access_log=False,
-        proxy_headers=True,
-        timeout_graceful_shutdown=args.graceful_timeout,
+        graceful_timeout=args.graceful_timeout,
     )
     return 0
 

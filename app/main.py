@@ -20,7 +20,7 @@ from app.api.fastpath import SnapshotFastPath
 from app.api.webhooks import WebhookFastPath
 from app.intercom.client import IntercomClient, RetryPolicy
 from app.logging_setup import configure_logging
-from app.middleware import RequestIdMiddleware
+from app.middleware import HeadAsGetMiddleware, RequestIdMiddleware
 from app.observability import build_store_registry
 from app.services import Services
 from app.settings import Settings, get_settings, startup_warnings
@@ -116,12 +116,17 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         # FastAPI asks the global OpenTelemetry providers on every request whether anyone
         # listens, a tenth of the cost of answering a 304.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # A path with a trailing slash is not a route: 404 in the error shape. Starlette would
+        # answer 307 with a Location built from the client's Host header, before any auth.
+        redirect_slashes=False,
     )
     install_error_handlers(app)
     # Added before RequestIdMiddleware, so they run inside it (request ids and access lines
-    # apply to what they answer).
+    # apply to what they answer); the fast paths inside HeadAsGetMiddleware, so a HEAD is
+    # answered as its GET.
     app.add_middleware(SnapshotFastPath)
     app.add_middleware(WebhookFastPath)
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(webhooks.router)
     app.include_router(c1.router)

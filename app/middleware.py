@@ -1,5 +1,6 @@
-"""A pure ASGI middleware (no per-request task overhead) that gives every request an id,
-echoes it as `X-Request-ID`, and logs one access line with it."""
+"""Pure ASGI middleware (no per-request task overhead): `RequestIdMiddleware` gives every
+request an id, echoes it as `X-Request-ID`, and logs one access line with it;
+`HeadAsGetMiddleware` answers `HEAD` wherever `GET` is served."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import logging
 import random
 import re
 import time
+from collections.abc import Sequence
+from typing import Any
 
+from fastapi.routing import iter_route_contexts
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.logging_setup import request_id_var
@@ -84,3 +89,68 @@ def _log_access(method: str, path: str, status: int, started: float) -> None:
 
 
 _ACCESS_LINE = _log_access.__code__.co_firstlineno
+
+
+class RouteMethods:
+    """The methods each path of an app is served with, found from its routes (FastAPI's
+    included routers do not state their methods, so Starlette's own 405 `Allow` was empty).
+    Mounted apps, such as the docs' static files, answer for themselves and are left out."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self._routes = [
+            (compile_path(context.path)[0], frozenset(context.methods))
+            for context in iter_route_contexts(routes)
+            if context.path and context.methods
+        ]
+
+    def declared(self, path: str) -> frozenset[str]:
+        """The methods routes declare for `path`."""
+        methods: frozenset[str] = frozenset()
+        for pattern, route_methods in self._routes:
+            if pattern.match(path):
+                methods |= route_methods
+        return methods
+
+    def allowed(self, path: str) -> list[str]:
+        """What a 405 names in `Allow`: the declared methods, with HEAD wherever GET is."""
+        methods = set(self.declared(path))
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
+
+
+def route_methods(app: Any) -> RouteMethods:
+    """The app's RouteMethods, built on first use (when every router has been included)."""
+    found: RouteMethods | None = getattr(app.state, "route_methods", None)
+    if found is None:
+        found = RouteMethods(app.routes)
+        app.state.route_methods = found
+    return found
+
+
+class HeadAsGetMiddleware:
+    """Answers `HEAD` on a path served by `GET` (and not by a `HEAD` route of its own) as
+    that `GET` would, headers and status alike, without the body. It sits outside the fast
+    paths of the snapshot and the webhook, so they answer a HEAD as they answer a GET, and
+    inside RequestIdMiddleware, whose access line names the HEAD."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        declared = route_methods(scope["app"]).declared(scope["path"])
+        if "HEAD" in declared or "GET" not in declared:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)

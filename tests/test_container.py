@@ -1,7 +1,8 @@
 """The container files agree with the repository (no Docker needed): everything the Dockerfile
 copies exists and survives .dockerignore, it installs the locked dependencies, runs the console
 script pyproject.toml declares as a non-root user, checks /healthz on the port it serves; and
-docker-compose.yml runs two replicas of that image on one PostgreSQL."""
+docker-compose.yml runs two replicas of that image on one PostgreSQL. The image's command, run
+here as the image would run it, holds the HTTP edge limits without a proxy."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ import json
 import posixpath
 import re
 import shlex
+import socket
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
-from tests.support import ROOT
+from app.simulator import SimulatorServer
+from tests.support import ROOT, ServiceProcess, free_port, service_env
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -221,6 +228,59 @@ class TestDockerfile:
         folder = posixpath.dirname(ini)
         assert destinations.get("alembic.ini") in (ini, folder)
         assert destinations.get("migrations") == posixpath.join(folder, "migrations")
+
+
+class ImageCommand(ServiceProcess):
+    """The final stage's ENTRYPOINT and CMD, run from the source tree on a loopback port."""
+
+    def start(self, *, wait: bool = True) -> ImageCommand:
+        entrypoint = only("ENTRYPOINT").words()
+        assert pyproject()["project"]["scripts"][entrypoint[0]] == "app.cli:main"
+        command = only("CMD").words()
+        for option, value in (("--host", "127.0.0.1"), ("--port", str(self.port))):
+            command[command.index(option) + 1] = value
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *entrypoint[1:], *command],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        if wait:
+            self.wait_listening()
+        return self
+
+
+def test_the_image_command_refuses_oversized_header_blocks_without_a_proxy(
+    database_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """spec §9: the limits hold in the container itself, that is, in what its command runs."""
+    server = ImageCommand(
+        service_env(database_url, sim), log_path=tmp_path / "image.log", port=free_port()
+    ).start()
+    try:
+        answers = []
+        for padding in (15 * 1024, 17 * 1024):
+            request = (
+                b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+                + b"X-Pad: "
+                + b"v" * padding
+                + b"\r\n\r\n"
+            )
+            with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+                answer = b""
+                try:
+                    sock.sendall(request)
+                    while piece := sock.recv(65536):
+                        answer += piece
+                except (ConnectionResetError, BrokenPipeError):
+                    pass
+            answers.append(answer[:12])
+        assert answers[0] == b"HTTP/1.1 200"
+        assert answers[1] in (b"HTTP/1.1 431", b"")
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    finally:
+        server.terminate()
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build_context() -> None:

@@ -9,9 +9,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import Match
 
 from app.api.schemas import ErrorBody
+from app.middleware import route_methods
 
 
 class ApiError(Exception):
@@ -89,15 +89,9 @@ def _document_400_not_422(app: FastAPI) -> None:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method served at this path. Starlette's own 405 names only the first route that
-    matched the path, so a path served by two routes (HEAD and POST of the webhook endpoint)
-    would answer with an `Allow` that leaves a method out."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+    """Every method served at this path, HEAD with GET. Starlette's own 405 names only the
+    methods of the first route that matched, and FastAPI's included routers name none."""
+    return ", ".join(route_methods(request.app).allowed(request.scope["path"]))
 
 
 def install_error_handlers(app: FastAPI) -> None:
