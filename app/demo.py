@@ -206,6 +206,8 @@ def _serve(
 ) -> None:
     import uvicorn
 
+    from app import http_server
+
     os.environ.update(
         DATABASE_URL=f"sqlite:///{store_folder}/demo.db",
         INTERCOM_ACCESS_TOKEN=SIM_TOKEN,
@@ -229,7 +231,13 @@ def _serve(
     )
     walkthrough = threading.Thread(target=_walk_or_say, args=(base, sim), daemon=True)
     walkthrough.start()
+    # The same HTTP protocol as `serve` (header size and time limits): the demo is a server too.
     config = uvicorn.Config(
-        "app.main:app", host=host, port=port, log_config=None, timeout_graceful_shutdown=5
+        "app.main:app",
+        host=host,
+        port=port,
+        http=http_server.PROTOCOL,
+        log_config=None,
+        timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run(sockets=[listener])
