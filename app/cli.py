@@ -10,7 +10,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TextIO, cast
 
 from app import __version__
@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run against the bundled Intercom simulator")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
-    demo.set_defaults(func=cmd_demo)
+    # The demo's tokens are its own published constants, and its curl lines must carry them.
+    demo.set_defaults(func=cmd_demo, redact_output=False)
     return parser
 
 
@@ -353,7 +354,7 @@ def _redacted_output() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with _redacted_output():
+    with _redacted_output() if getattr(args, "redact_output", True) else nullcontext():
         try:
             code: int = args.func(args)
         except KeyboardInterrupt:
