@@ -23,6 +23,8 @@ REGION_BASE_URLS = {
 DEFAULT_DATABASE_URL = "sqlite:///./data/intercom-sync.db"
 MIN_API_TOKEN_LENGTH = 16
 _API_VERSION = re.compile(r"^\d+\.\d+$")
+# Intercom's teammate ids are decimal digits (strings in REST, numbers in webhooks).
+_ADMIN_ID = re.compile(r"^[0-9]{1,20}$")
 _NAMED_API_VERSIONS = ("unstable", "preview")
 
 
@@ -52,6 +54,9 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     read_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     operator_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    provisioning_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    removal_reassign_admin_id: str | None = None
+    protected_admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     reconcile_interval_seconds: float = Field(default=900, ge=0)
     sync_on_startup: bool = True
     max_removal_fraction: float = Field(default=0.25, ge=0, le=1)
@@ -92,12 +97,36 @@ class Settings(BaseSettings):
             return None
         return value.strip() if isinstance(value, str) else value
 
-    @field_validator("read_api_tokens", "operator_api_tokens", mode="before")
+    @field_validator(
+        "read_api_tokens", "operator_api_tokens", "provisioning_api_tokens", mode="before"
+    )
     @classmethod
     def _tokens(cls, value: object) -> object:
         return _split_tokens(value)
 
-    @field_validator("read_api_tokens", "operator_api_tokens", mode="after")
+    @field_validator("removal_reassign_admin_id", mode="before")
+    @classmethod
+    def _reassign_target(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = str(value).strip()
+        if not _ADMIN_ID.match(text):
+            raise ValueError("must be a teammate id (digits), or 0 to leave unassigned")
+        return text
+
+    @field_validator("protected_admin_ids", mode="before")
+    @classmethod
+    def _protected(cls, value: object) -> object:
+        ids = _split_tokens(value)
+        if isinstance(ids, list):
+            for entry in ids:
+                if not (isinstance(entry, str) and _ADMIN_ID.match(entry)):
+                    raise ValueError("must be comma-separated teammate ids (digits)")
+        return ids
+
+    @field_validator(
+        "read_api_tokens", "operator_api_tokens", "provisioning_api_tokens", mode="after"
+    )
     @classmethod
     def _tokens_long_enough(cls, value: list[SecretStr]) -> list[SecretStr]:
         # The message counts characters and never shows a token.
@@ -162,7 +191,8 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor."""
-        values = [t.get_secret_value() for t in (*self.read_api_tokens, *self.operator_api_tokens)]
+        tokens = (*self.read_api_tokens, *self.operator_api_tokens, *self.provisioning_api_tokens)
+        values = [t.get_secret_value() for t in tokens]
         for secret in (self.intercom_access_token, self.intercom_client_secret):
             if secret is not None:
                 values.append(secret.get_secret_value())
@@ -204,6 +234,12 @@ def startup_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "a token is listed in both READ_API_TOKENS and OPERATOR_API_TOKENS: "
             "give C1 and operators different tokens"
+        )
+    operator = {t.get_secret_value() for t in settings.operator_api_tokens}
+    if any(t.get_secret_value() in operator for t in settings.provisioning_api_tokens):
+        warnings.append(
+            "a token is listed in both OPERATOR_API_TOKENS and PROVISIONING_API_TOKENS: "
+            "give operators and C1's provisioning different tokens"
         )
     if settings.intercom_access_token is None:
         warnings.append("INTERCOM_ACCESS_TOKEN is not set: syncs will fail until it is")
