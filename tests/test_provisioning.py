@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from app.provisioning.service import removal_api_version
+from app.settings import ConfigError, load_settings, startup_warnings
 from app.simulator import SimTeam, SimulatorServer
 from tests.support import (
     OPERATOR_TOKEN,
@@ -107,6 +108,41 @@ def team_without(sim: SimulatorServer, user_id: str) -> str:
 
 def fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_provisioning_settings_follow_the_token_rules() -> None:
+    settings = load_settings(
+        _env_file=None,
+        provisioning_api_tokens=f" {PROVISIONING_TOKEN} , other-provisioning-token-1 ",
+        removal_reassign_admin_id=" 0 ",
+        protected_admin_ids="991267400, 991267401",
+    )
+    assert [t.get_secret_value() for t in settings.provisioning_api_tokens] == [
+        PROVISIONING_TOKEN,
+        "other-provisioning-token-1",
+    ]
+    assert settings.removal_reassign_admin_id == "0"
+    assert settings.protected_admin_ids == ["991267400", "991267401"]
+    assert PROVISIONING_TOKEN in settings.secret_values()
+    blank = load_settings(_env_file=None, removal_reassign_admin_id="", protected_admin_ids="")
+    assert blank.removal_reassign_admin_id is None
+    assert blank.protected_admin_ids == []
+    with pytest.raises(ConfigError, match="PROVISIONING_API_TOKENS") as caught:
+        load_settings(_env_file=None, provisioning_api_tokens="short-secret")
+    assert "short-secret" not in str(caught.value)
+    with pytest.raises(ConfigError, match="REMOVAL_REASSIGN_ADMIN_ID"):
+        load_settings(_env_file=None, removal_reassign_admin_id="alice")
+    with pytest.raises(ConfigError, match="PROTECTED_ADMIN_IDS"):
+        load_settings(_env_file=None, protected_admin_ids="991267400,root")
+    shared = load_settings(
+        _env_file=None,
+        operator_api_tokens=PROVISIONING_TOKEN,
+        provisioning_api_tokens=PROVISIONING_TOKEN,
+    )
+    assert any("PROVISIONING_API_TOKENS" in w for w in startup_warnings(shared))
 
 
 # -- removal ----------------------------------------------------------------------------------
@@ -741,3 +777,87 @@ def test_provisioning_is_off_without_tokens(
         assert response.status_code == 403
         assert response.json()["error"]["code"] == "provisioning_disabled"
     assert sent(sim) == []
+
+
+# -- the simulator's write endpoints (issue 19.6) ----------------------------------------------
+
+
+class TestSimulatorWrites:
+    def call(
+        self, sim: SimulatorServer, method: str, path: str, version: str, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {**sim.auth_headers, "Intercom-Version": version}
+        return httpx.request(method, f"{sim.url}{path}", headers=headers, timeout=10, **kwargs)
+
+    def test_removal_needs_2_17_every_reassign_param_and_the_scope(
+        self, sim: SimulatorServer, cast: Cast
+    ) -> None:
+        victim = cast.victims[0]
+        full = {
+            "admin_id": victim,
+            "reassign_messages_admin_id": "0",
+            "reassign_owner_admin_id": "0",
+            "reassign_articles_author_id": "0",
+            "reassign_conversations_admin_id": cast.target,
+        }
+        assert self.call(sim, "DELETE", "/admins/remove", "2.14", params=full).status_code == 404
+        for left_out in [k for k in full if k.startswith("reassign_")]:
+            partial = {k: v for k, v in full.items() if k != left_out}
+            response = self.call(sim, "DELETE", "/admins/remove", "2.17", params=partial)
+            assert response.status_code == 404, left_out
+        sim_switch(sim, remove_admins_scope=False)
+        refused = self.call(sim, "DELETE", "/admins/remove", "2.17", params=full)
+        assert refused.status_code == 403
+        assert victim in sim.workspace.admins
+        sim_switch(sim, remove_admins_scope=True, webhook_urls=["http://127.0.0.1:9/nowhere"])
+        done = self.call(sim, "DELETE", "/admins/remove", "Preview", params=full)
+        assert done.status_code == 200
+        assert done.json()["id"] == victim
+        assert victim not in sim.workspace.admins
+        assert all(victim not in t.admin_ids for t in sim.workspace.teams.values())
+        deliveries = wait_for(
+            lambda: httpx.get(f"{sim.url}/_sim/provisioning").json()["deliveries"],
+            what="the notification attempt",
+        )
+        assert deliveries[0]["topic"] == "admin.removed_from_workspace"
+        assert deliveries[0]["admin_id"] == victim
+        gone = self.call(sim, "DELETE", "/admins/remove", "2.17", params=full)
+        assert gone.status_code == 404
+
+    def test_team_put_is_preview_only_bounded_and_switchable(
+        self, sim: SimulatorServer, cast: Cast
+    ) -> None:
+        team_id = team_with(sim, cast.victims[0])
+        path = f"/teams/{team_id}"
+        members = [int(cast.victims[0]), int(cast.victims[1])]
+        assert self.call(sim, "PUT", path, "2.17", json={"admin_ids": members}).status_code == 404
+        for bad in ({"admin_ids": []}, {"admin_ids": list(range(1, 1002))}, {"ids": members}):
+            response = self.call(sim, "PUT", path, "Preview", json=bad)
+            assert response.status_code == 400, bad
+        unknown = self.call(sim, "PUT", "/teams/4242", "Preview", json={"admin_ids": members})
+        assert unknown.status_code == 404
+        for mode in ("api_plan_restricted", "forbidden"):
+            sim_switch(sim, team_writes=mode)
+            refused = self.call(sim, "PUT", path, "Preview", json={"admin_ids": members})
+            assert refused.status_code == 403
+            assert refused.json()["errors"][0]["code"] == mode
+        sim_switch(sim, team_writes="enabled", conflicts=["declined", "partial"])
+        before = list(sim.workspace.teams[team_id].admin_ids)
+        declined = self.call(sim, "PUT", path, "Preview", json={"admin_ids": members})
+        assert declined.status_code == 409
+        assert "declined before anything was written" in declined.json()["errors"][0]["message"]
+        assert sim.workspace.teams[team_id].admin_ids == before
+        partial = self.call(sim, "PUT", path, "Preview", json={"admin_ids": members})
+        assert partial.status_code == 409
+        assert "Read the team and try again" in partial.json()["errors"][0]["message"]
+        assert sorted(sim.workspace.teams[team_id].admin_ids) == sorted(map(str, members))
+        done = self.call(sim, "PUT", path, "Preview", json={"admin_ids": [members[0]]})
+        assert done.status_code == 200
+        assert done.json()["admin_ids"] == [members[0]]
+        assert team_id not in sim.workspace.admins[cast.victims[1]].team_ids
+
+    def test_the_control_plane_refuses_unknown_switches(self, sim: SimulatorServer) -> None:
+        for bad in ({"team_writes": "sometimes"}, {"conflicts": ["maybe"]}, {"typo": True}):
+            response = httpx.put(f"{sim.url}/_sim/provisioning", json=bad)
+            assert response.status_code == 400, bad
+        assert httpx.get(f"{sim.url}/_sim/provisioning").json()["team_writes"] == "enabled"
