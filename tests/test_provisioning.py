@@ -20,6 +20,7 @@ from app.simulator import SimTeam, SimulatorServer
 from tests.support import (
     OPERATOR_TOKEN,
     READ_TOKEN,
+    SIM_TOKEN,
     ServiceServer,
     snapshot,
     wait_for,
@@ -371,7 +372,12 @@ class TestGuardRails:
 
 class TestTeamMembers:
     def test_adding_and_taking_out_go_through_a_preview_put_and_show_at_once(
-        self, sim: SimulatorServer, writer: httpx.Client, reader: httpx.Client, cast: Cast
+        self,
+        sim: SimulatorServer,
+        prov: ServiceServer,
+        writer: httpx.Client,
+        reader: httpx.Client,
+        cast: Cast,
     ) -> None:
         user_id = cast.victims[0]
         team_id = team_without(sim, user_id)
@@ -399,6 +405,17 @@ class TestTeamMembers:
         assert [(c["resource_type"], c["resource_id"], c["op"]) for c in changes] == [
             ("grant", grant, "upsert")
         ]
+
+        # The next baseline agrees with what was stored.
+        after = version(reader)
+        with prov.client(OPERATOR_TOKEN) as operator:
+            run = operator.post("/resync").json()
+            finished = wait_for(
+                lambda: (r := operator.get(f"/sync-runs/{run['id']}").json())["finished_at"] and r,
+                what="the baseline",
+            )
+        assert finished["status"] == "succeeded"
+        assert version(reader) == after
 
         again = writer.put(f"/api/v1/teams/{team_id}/members/{user_id}")
         assert again.json()["result"] == "unchanged"
@@ -502,6 +519,7 @@ class TestIntercomAnswers:
         assert response.json()["error"]["code"] == "intercom_refused"
         assert "token_revoked" in response.json()["error"]["message"]
         assert PROVISIONING_TOKEN not in response.text
+        assert SIM_TOKEN not in response.text
 
     def test_rate_limited_past_the_budget_is_503_with_retry_after(
         self, sim: SimulatorServer, writer: httpx.Client, reader: httpx.Client, cast: Cast
@@ -662,6 +680,20 @@ class TestIdempotencyAndAudit:
         with prov.client(READ_TOKEN) as reader, prov.client(PROVISIONING_TOKEN) as other:
             assert reader.get("/provisioning-requests").status_code == 401
             assert other.get("/provisioning-requests").status_code == 401
+
+    def test_each_request_logs_one_line_without_the_token(
+        self, writer: httpx.Client, cast: Cast, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.clear()
+        answer = writer.delete(f"/api/v1/users/{cast.victims[0]}").json()
+        logged = [r for r in caplog.records if hasattr(r, "provisioning_id")]
+        assert len(logged) == 1, logged
+        fields = vars(logged[0])
+        assert fields["provisioning_id"] == answer["id"]
+        assert fields["action"] == "remove_user"
+        assert fields["result"] == "removed"
+        assert fields["requested_by"] == fingerprint(PROVISIONING_TOKEN)
+        assert PROVISIONING_TOKEN not in str(fields)
 
     def test_metrics_count_requests_by_action_and_result(
         self, prov: ServiceServer, writer: httpx.Client, cast: Cast

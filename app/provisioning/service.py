@@ -270,7 +270,30 @@ class Provisioner:
             error=None,
         )
         if outcome.store is not None:
-            record = await outcome.store(finish)
+            try:
+                record = await outcome.store(finish)
+            except Exception:
+                # Intercom made the change but the store could not record it: the next
+                # refresh brings it in; the key stays claimed (the change is done).
+                logger.exception("provisioning request %s: storing the change failed", record_id)
+                self._request_refresh()
+                record = await run_in_threadpool(
+                    finish_only,
+                    self._db,
+                    _finisher(
+                        record_id,
+                        result="failed",
+                        status=500,
+                        intercom=outcome.intercom,
+                        error=(
+                            "store_failed",
+                            "Intercom made the change but the store could not record it; "
+                            "a refresh was requested",
+                        ),
+                    ),
+                )
+                self._log(record, started)
+                return Answer(500, record.as_json())
         else:
             record = await run_in_threadpool(finish_only, self._db, finish)
         self._log(record, started)
