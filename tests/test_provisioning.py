@@ -9,14 +9,19 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from app.provisioning.service import removal_api_version
 from app.settings import ConfigError, load_settings, startup_warnings
 from app.simulator import SimTeam, SimulatorServer
+from app.store import provisioning as records
+from app.store.engine import Database
+from app.store.models import ProvisioningRequest, utcnow
 from tests.support import (
     OPERATOR_TOKEN,
     READ_TOKEN,
@@ -893,3 +898,53 @@ class TestSimulatorWrites:
             response = httpx.put(f"{sim.url}/_sim/provisioning", json=bad)
             assert response.status_code == 400, bad
         assert httpx.get(f"{sim.url}/_sim/provisioning").json()["team_writes"] == "enabled"
+
+
+def test_a_request_whose_process_died_is_closed_and_keeps_its_key(store: Database) -> None:
+    """A record left unfinished (the process died mid-request) must not hold its key as "in
+    progress" forever: after ABANDON_AFTER it is closed as failed, and a retry with the key is
+    answered that, not sent again (the write may have reached Intercom)."""
+    claim = records.start_request(
+        store,
+        action="remove_user",
+        user_id="991267403",
+        team_id=None,
+        dry_run=False,
+        requested_by=fingerprint(PROVISIONING_TOKEN),
+        request_hash="h1",
+        idempotency_key="died-mid-request",
+    )
+    assert claim.created
+    again = records.start_request(
+        store,
+        action="remove_user",
+        user_id="991267403",
+        team_id=None,
+        dry_run=False,
+        requested_by=fingerprint(PROVISIONING_TOKEN),
+        request_hash="h1",
+        idempotency_key="died-mid-request",
+    )
+    assert not again.created
+    assert not again.record.finished  # still in progress: 409 idempotency_key_in_use
+    with store.writing() as session:
+        session.execute(
+            update(ProvisioningRequest)
+            .where(ProvisioningRequest.id == claim.record.id)
+            .values(requested_at=utcnow() - records.ABANDON_AFTER - timedelta(seconds=1))
+        )
+    later = records.start_request(
+        store,
+        action="remove_user",
+        user_id="991267403",
+        team_id=None,
+        dry_run=False,
+        requested_by=fingerprint(PROVISIONING_TOKEN),
+        request_hash="h1",
+        idempotency_key="died-mid-request",
+    )
+    assert not later.created
+    assert later.record.finished
+    assert later.record.result == "failed"
+    assert later.record.error_code == "request_abandoned"
+    assert later.record.http_status == 500
