@@ -307,6 +307,12 @@ def test_without_a_target_a_removal_is_refused_and_nothing_is_sent(
     body = response.json()
     assert body["error"]["code"] == "reassign_target_required"
     assert "REMOVAL_REASSIGN_ADMIN_ID" in body["error"]["message"]
+    with service.client(PROVISIONING_TOKEN) as writer:
+        key = {"Idempotency-Key": "no-target"}
+        first = writer.delete(f"/api/v1/users/{cast.victims[0]}", headers=key)
+        again = writer.delete(f"/api/v1/users/{cast.victims[0]}", headers=key)
+    assert first.status_code == again.status_code == 400
+    assert again.json() == first.json() == body
     assert sent(sim) == []
     with service.client(OPERATOR_TOKEN) as operator:
         audit = operator.get("/provisioning-requests").json()["items"][0]

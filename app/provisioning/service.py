@@ -100,7 +100,7 @@ class Refusal(Exception):
         code: str,
         message: str,
         *,
-        intercom: tuple[str, str, dict[str, Any] | None, int | None] | None = None,
+        intercom: records.IntercomCall | None = None,
         headers: dict[str, str] | None = None,
         transient: bool = False,
     ) -> None:
@@ -140,7 +140,7 @@ class Outcome:
 
     result: str
     status: int
-    intercom: tuple[str, str, dict[str, Any] | None, int | None] | None
+    intercom: records.IntercomCall | None
     store: Callable[[records.FinishFn], Awaitable[records.RequestRecord]] | None = None
 
 
@@ -318,7 +318,11 @@ class Provisioner:
             "provisioning request replayed",
             extra={"provisioning_id": record.id, "action": record.action},
         )
-        return Answer(record.http_status, record.as_json(), {"Idempotent-Replayed": "true"})
+        replayed = {"Idempotent-Replayed": "true"}
+        if record.http_status == 400:
+            body = {"error": {"code": record.error_code, "message": record.error_message or ""}}
+            return Answer(400, body, replayed)
+        return Answer(record.http_status, record.as_json(), replayed)
 
     def _log(self, record: records.RequestRecord, started: float) -> None:
         result = record.result or "failed"
@@ -464,7 +468,7 @@ class Provisioner:
         team_id: str,
         members: list[str],
         adding: bool,
-        read_call: tuple[str, str, dict[str, Any] | None, int | None] | None,
+        read_call: records.IntercomCall | None,
     ) -> list[str] | None:
         """The member list to send, or None when nothing is to change."""
         if adding == (user_id in members):
@@ -491,7 +495,7 @@ class Provisioner:
     async def _member_change_locked(self, user_id: str, team_id: str, adding: bool) -> Outcome:
         client = self._client()
         path = f"/teams/{team_id}"
-        conflicted: tuple[str, str, dict[str, Any] | None, int | None] | None = None
+        conflicted: records.IntercomCall | None = None
         try:
             for attempt in range(1, TEAM_CONFLICT_ATTEMPTS + 1):
                 try:
@@ -691,7 +695,7 @@ class _Finisher:
     record_id: int
     result: str
     status: int
-    intercom: tuple[str, str, dict[str, Any] | None, int | None] | None
+    intercom: records.IntercomCall | None
     error: tuple[str, str] | None
     release_key: bool = False
 
@@ -712,7 +716,7 @@ def _finisher(
     *,
     result: str,
     status: int,
-    intercom: tuple[str, str, dict[str, Any] | None, int | None] | None,
+    intercom: records.IntercomCall | None,
     error: tuple[str, str] | None,
     release_key: bool = False,
 ) -> _Finisher:

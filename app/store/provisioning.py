@@ -129,6 +129,8 @@ def _record(row: ProvisioningRequest) -> RequestRecord:
 
 # Closes a record inside the caller's store transaction.
 FinishFn = Callable[[Session], RequestRecord]
+# The Intercom call a request made (or would make): method, path, JSON body, status.
+IntercomCall = tuple[str, str, dict[str, Any] | None, int | None]
 
 
 def token_fingerprint(token: str) -> str:
@@ -205,7 +207,7 @@ def finish_request(
     *,
     result: str,
     http_status: int,
-    intercom: tuple[str, str, dict[str, Any] | None, int | None] | None,
+    intercom: IntercomCall | None,
     error: tuple[str, str] | None,
     release_key: bool = False,
 ) -> RequestRecord:
