@@ -954,3 +954,23 @@ def test_a_request_whose_process_died_is_closed_and_keeps_its_key(store: Databas
     assert later.record.result == "failed"
     assert later.record.error_code == "request_abandoned"
     assert later.record.http_status == 500
+
+
+def test_each_write_sends_the_version_its_endpoint_needs_whatever_the_reads_use(
+    sim: SimulatorServer, start_service: Callable[..., ServiceServer], cast: Cast
+) -> None:
+    service = start_service(
+        intercom_api_version="2.18",
+        provisioning_api_tokens=PROVISIONING_TOKEN,
+        removal_reassign_admin_id=cast.target,
+    )
+    user_id = cast.victims[0]
+    team_id = team_without(sim, user_id)
+    sim.clear_requests()
+    with service.client(PROVISIONING_TOKEN) as writer:
+        assert writer.put(f"/api/v1/teams/{team_id}/members/{user_id}").status_code == 200
+        assert writer.delete(f"/api/v1/users/{user_id}").status_code == 200
+    versions = {(r.method, r.path): r.headers["intercom-version"] for r in sim.requests()}
+    assert versions[("GET", f"/teams/{team_id}")] == "2.18"
+    assert versions[("PUT", f"/teams/{team_id}")] == "Preview"
+    assert versions[("DELETE", "/admins/remove")] == "2.18"
