@@ -70,6 +70,7 @@ WRITE_BUDGET_SECONDS = 30.0
 TEAM_CONFLICT_ATTEMPTS = 3
 MAX_TEAM_MEMBERS = 1000
 TEAM_LOCK_WAIT_SECONDS = 60.0
+TEAM_LOCK_POLL_SECONDS = 0.02
 REASSIGN_PARAMS = (
     "reassign_messages_admin_id",
     "reassign_owner_admin_id",
@@ -434,22 +435,27 @@ class Provisioner:
             )
         if request.dry_run:
             return self._dry_member_change(request.user_id, team_id, view.team_member_ids, adding)
-        try:
-            lock = await run_in_threadpool(
-                records.acquire_team_lock, self._db, team_id, wait_seconds=TEAM_LOCK_WAIT_SECONDS
-            )
-        except records.TeamLockTimeout:
-            raise Refusal(
-                503,
-                "team_busy",
-                f"another request kept team {team_id} busy; try again",
-                headers={"Retry-After": "5"},
-                transient=True,
-            ) from None
+        lock = await self._team_lock(team_id)
         try:
             return await self._member_change_locked(request.user_id, team_id, adding)
         finally:
             await run_in_threadpool(lock.release)
+
+    async def _team_lock(self, team_id: str) -> records.TeamLock:
+        deadline = time.monotonic() + TEAM_LOCK_WAIT_SECONDS
+        while True:
+            lock = await run_in_threadpool(records.try_team_lock, self._db, team_id)
+            if lock is not None:
+                return lock
+            if time.monotonic() >= deadline:
+                raise Refusal(
+                    503,
+                    "team_busy",
+                    f"another request kept team {team_id} busy; try again",
+                    headers={"Retry-After": "5"},
+                    transient=True,
+                )
+            await asyncio.sleep(TEAM_LOCK_POLL_SECONDS)
 
     def _dry_member_change(
         self, user_id: str, team_id: str, members: list[str], adding: bool

@@ -20,7 +20,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -264,10 +263,6 @@ def team_lock_key(team_id: str) -> int:
     return int.from_bytes(digest[:4], "big", signed=True)
 
 
-class TeamLockTimeout(Exception):
-    """Another request kept the team's lock longer than we were willing to wait."""
-
-
 class TeamLock:
     """Held while one team's members are read from Intercom, written and stored."""
 
@@ -296,54 +291,44 @@ class TeamLock:
 
 
 # flock is per open file description, so threads of one process already exclude each other;
-# the thread lock only spares them the polling.
+# the thread lock only spares them the file system.
 _SQLITE_THREAD_LOCK = threading.Lock()
 
 
-def acquire_team_lock(db: Database, team_id: str, *, wait_seconds: float = 60.0) -> TeamLock:
-    """Take the write lock of `team_id`, waiting up to `wait_seconds` (blocking: call it from
-    a worker thread). Raises TeamLockTimeout when it stays taken."""
-    deadline = time.monotonic() + wait_seconds
+def try_team_lock(db: Database, team_id: str) -> TeamLock | None:
+    """Take the write lock of `team_id` if it is free, else None at once. Never waits, so a
+    caller polls from the event loop rather than parking worker threads, which the holder of
+    the lock needs to finish and let go."""
     if db.is_sqlite:
+        if not _SQLITE_THREAD_LOCK.acquire(blocking=False):
+            return None
         path = _sqlite_lock_path(db.engine.url.database)
-        if not _SQLITE_THREAD_LOCK.acquire(timeout=wait_seconds):
-            raise TeamLockTimeout(team_id)
         if path is None:
             return TeamLock(None, None, _dummy_fd())
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return TeamLock(None, None, fd)
-            except BlockingIOError:
-                os.close(fd)
-            except BaseException:
-                os.close(fd)
-                _SQLITE_THREAD_LOCK.release()
-                raise
-            if time.monotonic() >= deadline:
-                _SQLITE_THREAD_LOCK.release()
-                raise TeamLockTimeout(team_id)
-            time.sleep(0.02)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            _SQLITE_THREAD_LOCK.release()
+            return None
+        except BaseException:
+            os.close(fd)
+            _SQLITE_THREAD_LOCK.release()
+            raise
+        return TeamLock(None, None, fd)
     key = team_lock_key(team_id)
     connection = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
-        while True:
-            taken = connection.execute(
-                select(func.pg_try_advisory_lock(TEAM_LOCK_CLASS, key))
-            ).scalar()
-            if taken:
-                return TeamLock(connection, key)
-            if time.monotonic() >= deadline:
-                connection.close()
-                raise TeamLockTimeout(team_id)
-            time.sleep(0.02)
-    except TeamLockTimeout:
-        raise
+        taken = connection.execute(select(func.pg_try_advisory_lock(TEAM_LOCK_CLASS, key))).scalar()
     except BaseException:
         connection.invalidate()
         connection.close()
         raise
+    if not taken:
+        connection.close()
+        return None
+    return TeamLock(connection, key)
 
 
 def _dummy_fd() -> int:
