@@ -35,6 +35,7 @@ from app.simulator.workspace import generate_workspace
 # Tokens are at least 16 characters, as the service requires.
 READ_TOKEN = "demo-read-token-not-secret"
 OPERATOR_TOKEN = "demo-operator-token-not-secret"
+PROVISIONING_TOKEN = "demo-provisioning-token-not-secret"
 SIM_TOKEN = "demo-intercom-token-not-secret"
 SIM_SECRET = "demo-client-secret-not-secret"
 
@@ -118,6 +119,7 @@ def _walkthrough(base: str, sim: SimulatorServer) -> None:
     )
     version = _wait_version_above(base, version)
     print(f"   snapshot version is now {version}")
+    _remove_through_the_api(base, sim, skip={newcomer.id, leaver.id, away.id})
     read = f"-H 'Authorization: Bearer {READ_TOKEN}'"
     operator = f"-H 'Authorization: Bearer {OPERATOR_TOKEN}'"
     print(
@@ -129,12 +131,37 @@ def _walkthrough(base: str, sim: SimulatorServer) -> None:
   curl -s -X POST {operator} {base}/resync
   curl -s {operator} {base}/sync-runs
   curl -s {operator} '{base}/webhook-events?limit=5'
+  curl -s {operator} {base}/provisioning-requests
   curl -s {base}/readyz
   curl -s {base}/metrics | grep ^intercom_
   open {base}/docs for the OpenAPI reference.
 Press Ctrl-C to stop.""",
         flush=True,
     )
+
+
+def _remove_through_the_api(base: str, sim: SimulatorServer, *, skip: set[str]) -> None:
+    """Provisioning (spec §10): C1 removes a teammate through the service, which calls
+    Intercom's DELETE /admins/remove and stores the removal at once."""
+    # The simulator sends admin.removed_from_workspace to the service, as Intercom would.
+    httpx.put(f"{sim.url}/_sim/provisioning", json={"webhook_urls": [f"{base}/webhooks/intercom"]})
+    admins = list(sim.workspace.admins.values())
+    target = os.environ["REMOVAL_REASSIGN_ADMIN_ID"]
+    victim = next(a for a in admins[1:] if a.id not in skip | {target} and a.team_ids)
+    curl = (
+        f"curl -s -X DELETE -H 'Authorization: Bearer {PROVISIONING_TOKEN}' "
+        f"{base}/api/v1/users/{victim.id}"
+    )
+    response = httpx.delete(
+        f"{base}/api/v1/users/{victim.id}",
+        headers={"Authorization": f"Bearer {PROVISIONING_TOKEN}"},
+        timeout=60,
+    )
+    record = response.json()
+    print(f"-- provisioning: remove {victim.name} through the API\n   {curl}")
+    outcome = record.get("error") or record.get("intercom")
+    print(f"   {response.status_code} result={record.get('result')} {outcome}")
+    print(f"   snapshot version is now {_version(base)} (stored at once, before any webhook)")
 
 
 def _walk_or_say(base: str, sim: SimulatorServer) -> None:
@@ -215,6 +242,10 @@ def _serve(
         INTERCOM_CLIENT_SECRET=SIM_SECRET,
         READ_API_TOKENS=READ_TOKEN,
         OPERATOR_API_TOKENS=OPERATOR_TOKEN,
+        PROVISIONING_API_TOKENS=PROVISIONING_TOKEN,
+        # A teammate the walkthrough leaves alone receives a removed teammate's conversations
+        # (the last is Fin, the bot); being the target, they are never removed.
+        REMOVAL_REASSIGN_ADMIN_ID=list(sim.workspace.admins)[-2],
         LOG_FORMAT=os.environ.get("LOG_FORMAT", "console"),
         LOG_LEVEL=os.environ.get("LOG_LEVEL", "warning"),
         SYNC_ON_STARTUP="true",

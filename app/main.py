@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
-from app.api import c1, health, operators, webhooks
+from app.api import c1, health, operators, provisioning, webhooks
 from app.api.errors import install_error_handlers
 from app.api.fastpath import SnapshotFastPath
 from app.api.webhooks import WebhookFastPath
@@ -22,6 +22,7 @@ from app.intercom.client import IntercomClient, RetryPolicy
 from app.logging_setup import configure_logging
 from app.middleware import HeadAsGetMiddleware, RequestIdMiddleware
 from app.observability import build_store_registry
+from app.provisioning.service import Provisioner
 from app.services import Services
 from app.settings import Settings, get_settings, startup_warnings
 from app.snapshot.cache import SnapshotCache
@@ -87,6 +88,12 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
             snapshots=SnapshotCache(db, roles_enabled=config.roles_supported),
             metrics_registry=build_store_registry(db),
         )
+        app.state.provisioner = Provisioner(
+            db,
+            config,
+            intercom_client_factory(config),
+            request_refresh=coordinator.request_refresh,
+        )
         writer.start()
         applier.start()
         coordinator.start()
@@ -131,6 +138,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(webhooks.router)
     app.include_router(c1.router)
     app.include_router(operators.router)
+    app.include_router(provisioning.router)
+    app.include_router(provisioning.audit_router)
     app.include_router(health.router)
     return app
 

@@ -45,3 +45,10 @@ INTERCOM_REQUESTS = Counter(
     ["endpoint", "status"],
     registry=REGISTRY,
 )
+PROVISIONING_REQUESTS = Counter(
+    "intercom_sync_provisioning_requests_total",
+    "Provisioning requests (spec §10), by action and result (`replayed` for a repeated "
+    "Idempotency-Key answered from its first answer).",
+    ["action", "result"],
+    registry=REGISTRY,
+)

@@ -46,7 +46,7 @@ MIN_RECONCILE_INTERVAL_SECONDS = 60
 # or non-ASCII characters (none of them can travel in an HTTP header or be typed by a client).
 SECRET_VARIABLES = ("intercom_access_token", "intercom_client_secret")
 # Comma-separated token lists under the same rule; a new list is one more name here.
-TOKEN_LIST_VARIABLES = ("read_api_tokens", "operator_api_tokens")
+TOKEN_LIST_VARIABLES = ("read_api_tokens", "operator_api_tokens", "provisioning_api_tokens")
 
 # Names with these prefixes are ours even when we do not know them: a warning names them.
 OUR_PREFIXES = (
@@ -66,6 +66,8 @@ OUR_PREFIXES = (
 # Kubernetes adds these for a Service named intercom-sync (INTERCOM_SYNC_SERVICE_HOST, …).
 _SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)$")
 _CLOSE_MISSPELLING = 0.88
+# Intercom's teammate ids are decimal digits (strings in REST, numbers in webhooks).
+_ADMIN_ID = re.compile(r"^[0-9]{1,20}$")
 
 
 class ConfigError(Exception):
@@ -128,6 +130,9 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     read_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     operator_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    provisioning_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    removal_reassign_admin_id: str | None = None
+    protected_admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     reconcile_interval_seconds: float = Field(default=900, ge=0)
     reconcile_allow_short_interval: bool = False
     sync_on_startup: bool = True
@@ -193,6 +198,26 @@ class Settings(BaseSettings):
     @classmethod
     def _tokens(cls, value: object) -> object:
         return _split_tokens(value)
+
+    @field_validator("removal_reassign_admin_id", mode="before")
+    @classmethod
+    def _reassign_target(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = str(value).strip()
+        if not _ADMIN_ID.match(text):
+            raise ValueError("must be a teammate id (digits), or 0 to leave unassigned")
+        return text
+
+    @field_validator("protected_admin_ids", mode="before")
+    @classmethod
+    def _protected(cls, value: object) -> object:
+        ids = _split_tokens(value)
+        if isinstance(ids, list):
+            for entry in ids:
+                if not (isinstance(entry, str) and _ADMIN_ID.match(entry)):
+                    raise ValueError("must be comma-separated teammate ids (digits)")
+        return ids
 
     @field_validator(*TOKEN_LIST_VARIABLES, mode="after")
     @classmethod
@@ -380,6 +405,12 @@ def startup_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "a token is listed in both READ_API_TOKENS and OPERATOR_API_TOKENS: "
             "give C1 and operators different tokens"
+        )
+    operator = {t.get_secret_value() for t in settings.operator_api_tokens}
+    if any(t.get_secret_value() in operator for t in settings.provisioning_api_tokens):
+        warnings.append(
+            "a token is listed in both OPERATOR_API_TOKENS and PROVISIONING_API_TOKENS: "
+            "give operators and C1's provisioning different tokens"
         )
     if settings.intercom_access_token is None:
         warnings.append("INTERCOM_ACCESS_TOKEN is not set: syncs will fail until it is")

@@ -642,9 +642,12 @@ _HTTP_RESPONSE: dict[str, Any] = {
     ),
 }
 _HTTP_BLOCK = {"request": _HTTP_REQUEST, "response": _HTTP_RESPONSE}
-_HTTP_ENTITLEMENT = dict.fromkeys(
-    ("id", "display_name", "description", "slug", "purpose", "grantable_to", "provisioning")
-)
+# "Provisioning": a grant and a revoke, each a request and a `success_condition`.
+_HTTP_PROVISIONING_ACTION = {"request": _HTTP_REQUEST, "success_condition": None}
+_HTTP_ENTITLEMENT = {
+    **dict.fromkeys(("id", "display_name", "description", "slug", "purpose", "grantable_to")),
+    "provisioning": {"grant": _HTTP_PROVISIONING_ACTION, "revoke": _HTTP_PROVISIONING_ACTION},
+}
 _HTTP_RESOURCE_TYPE: dict[str, Any] = {
     "name": None,
     "description": None,
@@ -717,8 +720,12 @@ class TestBatonHttpKeys:
         config["resource_types"]["user"]["list"]["response"]["resource_mapping"]["user_traits"][
             "emial"
         ] = "cel:item.email"
+        config["resource_types"]["team"]["static_entitlements"][0]["provisioning"]["revoke"][
+            "sucess_condition"
+        ] = "cel:true"
         assert unknown_http_keys(config) == [
             ".connect.pagination.cursor_pth",
             ".resource_types.user.list.response.resource_mapping.user_traits.emial",
+            ".resource_types.team.static_entitlements[0].provisioning.revoke.sucess_condition",
             ".resource_types.team.grants[0].response.grant_maping",
         ]

@@ -68,6 +68,10 @@ def test_the_demo_uses_a_store_of_its_own_and_every_printed_line_answers(
         output = "\n".join(lines)
         assert "baseline succeeded" in output
         assert output.count('200 {"status":"accepted"}') == 3, output
+        # One removal through the provisioning API (issue 19.6); its curl line, replayed
+        # below, then answers already_removed.
+        assert "200 result=removed" in output, output
+        assert "curl -s -X DELETE" in output
         [folder] = re.findall(r"a store of its own in (\S+)", output)
         assert Path(folder, "demo.db").exists()
         assert not real_store.exists()
@@ -83,7 +87,7 @@ def test_the_demo_uses_a_store_of_its_own_and_every_printed_line_answers(
             if "-H" in argv:
                 name, _, value = argv[argv.index("-H") + 1].partition(": ")
                 headers[name] = value
-            method = "POST" if "-X" in argv else "GET"
+            method = argv[argv.index("-X") + 1] if "-X" in argv else "GET"
             response = httpx.request(method, url, headers=headers, timeout=10)
             assert response.status_code in (200, 202), (line, response.status_code, response.text)
         assert READ_TOKEN in output

@@ -16,6 +16,8 @@ from app.simulator import SimulatorServer
 from app.simulator.webhooks import admin_webhook_item, build_notification, encode_notification
 from tests.support import OPERATOR_TOKEN, ServiceServer, make_settings, signed_headers, wait_for
 
+PROVISIONING_TOKEN = "test-provisioning-token-0123456789"
+
 # Routes that answer no JSON at all.
 NOT_JSON = {("head", "/webhooks/intercom"), ("get", "/metrics")}
 
@@ -79,7 +81,11 @@ def test_every_json_route_answers_what_the_document_says(
     start_service: Callable[..., ServiceServer], sim: SimulatorServer
 ) -> None:
     # Roles on, so the optional parts of the shapes (roles, role_ids) are exercised too.
-    service = start_service(intercom_api_version="2.16")
+    service = start_service(
+        intercom_api_version="2.16",
+        provisioning_api_tokens=PROVISIONING_TOKEN,
+        removal_reassign_admin_id=sorted(sim.workspace.admins)[0],
+    )
     checker = OpenApiChecker(service)
     check = checker.check
     admins = sorted(sim.workspace.admins)
@@ -217,6 +223,43 @@ def test_every_json_route_answers_what_the_document_says(
         assert {e["outcome"] for e in events["items"]} >= {"applied", "ignored", "rejected"}
         check("get", "/webhook-events", operator.get("/webhook-events", params={"status": "bogus"}))
         check("get", "/webhook-events", anonymous.get("/webhook-events"))
+
+        # Provisioning (spec §10): done, dry run, refusals before and after the record.
+        with service.client(PROVISIONING_TOKEN) as writer:
+            user = "/api/v1/users/{user_id}"
+            removed = check("delete", user, writer.delete(f"/api/v1/users/{admins[5]}"))
+            assert removed["result"] == "removed"
+            dry = writer.delete(f"/api/v1/users/{admins[6]}", params={"dry_run": "true"})
+            assert check("delete", user, dry)["result"] == "would_remove"
+            check("delete", user, writer.delete("/api/v1/users/abc"))
+            check("delete", user, writer.delete("/api/v1/users/4242"))
+            check("delete", user, writer.delete(f"/api/v1/users/{admins[0]}"))
+            check("delete", user, reader.delete(f"/api/v1/users/{admins[6]}"))
+            big = b"{" + b" " * 20_000 + b"}"
+            check(
+                "delete", user, writer.request("DELETE", f"/api/v1/users/{admins[6]}", content=big)
+            )
+            key = {"Idempotency-Key": "openapi-1"}
+            check("delete", user, writer.delete(f"/api/v1/users/{admins[6]}", headers=key))
+            check("delete", user, writer.delete(f"/api/v1/users/{admins[7]}", headers=key))
+            sim.add_fault(path="/admins/remove", status=429, reset_in_seconds=120)
+            check("delete", user, writer.delete(f"/api/v1/users/{admins[8]}"))
+            member = "/api/v1/teams/{team_id}/members/{user_id}"
+            outsider = next(
+                a for a in admins[9:] if a not in sim.workspace.teams[team_id].admin_ids
+            )
+            path = f"/api/v1/teams/{team_id}/members/{outsider}"
+            assert check("put", member, writer.put(path))["result"] == "added"
+            assert check("delete", member, writer.delete(path))["result"] == "removed"
+            check("put", member, writer.put(f"/api/v1/teams/4242/members/{outsider}"))
+            check("delete", member, writer.delete(f"/api/v1/teams/x/members/{outsider}"))
+            httpx.put(f"{sim.url}/_sim/provisioning", json={"team_writes": "forbidden"})
+            check("put", member, writer.put(path))
+            check("delete", member, anonymous.delete(path))
+        audit = check("get", "/provisioning-requests", operator.get("/provisioning-requests"))
+        assert audit["items"]
+        check("get", "/provisioning-requests", operator.get("/provisioning-requests?limit=0"))
+        check("get", "/provisioning-requests", reader.get("/provisioning-requests"))
     finally:
         for client in (reader, operator, anonymous):
             client.close()

@@ -6,6 +6,7 @@ Errors form a small tree, so callers decide on kinds rather than status codes::
     ├── IntercomAuthError         401/403 or a token_* code: terminal, never retried
     │   └── IntercomPlanRestricted  403 api_plan_restricted: the plan lacks API access
     ├── IntercomNotFound          404 for a by-id lookup
+    ├── IntercomConflict          409 on a write (provisioning: re-read and try again)
     ├── IntercomRateLimited       429 (retried until X-RateLimit-Reset, bounded)
     ├── IntercomUnavailable       5xx, timeouts, connection errors (retried with backoff)
     ├── IntercomBadResponse       a body that is not the JSON shape expected (retried)
@@ -18,6 +19,7 @@ stack's own error text can quote a header), and header errors are described, not
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -63,6 +65,8 @@ AUTH_ERROR_CODES = frozenset(
 
 class IntercomError(Exception):
     code = "intercom_error"
+    # The `errors[0].code` of Intercom's answer, when it sent one (set by the write calls).
+    intercom_code: str | None = None
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         message = scrub(message)
@@ -83,6 +87,12 @@ class IntercomPlanRestricted(IntercomAuthError):
 
 class IntercomNotFound(IntercomError):
     code = "intercom_not_found"
+
+
+class IntercomConflict(IntercomError):
+    """409 on a write: declined before anything was written, or partly applied."""
+
+    code = "intercom_conflict"
 
 
 class IntercomRateLimited(IntercomError):
@@ -114,6 +124,14 @@ HEADER_VARIABLES = {
 
 
 _RETRYABLE = (IntercomRateLimited, IntercomUnavailable, IntercomBadResponse)
+
+
+@dataclass(frozen=True)
+class WriteAnswer:
+    """What Intercom answered a write with (2xx only: anything else raises)."""
+
+    status: int
+    body: Any
 
 
 @dataclass(frozen=True)
@@ -385,3 +403,125 @@ class IntercomClient:
             raise IntercomBadResponse(
                 f"GET {path} answered {status} with a body that is not JSON", status=status
             ) from None
+
+
+# -- writes (provisioning, spec §10) ------------------------------------------------------------
+# Additive to the reads above: a write names its own `Intercom-Version` (the endpoints exist
+# only in some versions, whatever the reads use) and retries 429/5xx within a time budget
+# rather than a number of waits, because someone (C1) is waiting for the answer.
+
+
+async def _write_once(
+    client: IntercomClient,
+    method: str,
+    path: str,
+    *,
+    endpoint: str,
+    api_version: str,
+    params: dict[str, str] | None = None,
+    json_body: Any = None,
+) -> WriteAnswer:
+    label = f"{method} {path}"
+    try:
+        response = await client._http.request(
+            method,
+            path,
+            params=params,
+            content=orjson.dumps(json_body) if json_body is not None else None,
+            headers={
+                "Intercom-Version": api_version,
+                **({"Content-Type": "application/json"} if json_body is not None else {}),
+            },
+        )
+    except httpx.TimeoutException as exc:
+        INTERCOM_REQUESTS.labels(endpoint, "timeout").inc()
+        raise IntercomUnavailable(
+            f"{label}: timed out waiting for {client._host} ({type(exc).__name__})"
+        ) from None
+    except (httpx.TransportError, OSError, AttributeError) as exc:
+        INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
+        raise IntercomUnavailable(
+            f"{label}: connection to {client._host} failed ({type(exc).__name__})"
+        ) from None
+    status = response.status_code
+    INTERCOM_REQUESTS.labels(endpoint, str(status)).inc()
+    code = _error_code(response)
+    error: IntercomError | None = None
+    if status == 429:
+        error = IntercomRateLimited(f"{label} was rate limited", reset_at=_reset_at(response))
+    elif status in (401, 403) or (400 <= status < 500 and code in AUTH_ERROR_CODES):
+        code = code or ("unauthorized" if status == 401 else "forbidden")
+        kind = IntercomPlanRestricted if code == "api_plan_restricted" else IntercomAuthError
+        error = kind(f"Intercom refused {label} ({status} {code})", status=status)
+    elif status == 404:
+        error = IntercomNotFound(f"{label}: not found ({code or 'not_found'})", status=status)
+    elif status == 409:
+        error = IntercomConflict(f"{label}: conflict ({code or 'conflict'})", status=status)
+    elif status >= 500:
+        error = IntercomUnavailable(f"{label} answered {status}", status=status)
+    elif status >= 400:
+        error = IntercomError(f"{label} answered {status} ({code or 'error'})", status=status)
+    if error is not None:
+        error.intercom_code = code
+        raise error
+    if not response.content:
+        return WriteAnswer(status, None)
+    try:
+        return WriteAnswer(status, orjson.loads(response.content))
+    except orjson.JSONDecodeError:
+        raise IntercomBadResponse(
+            f"{label} answered {status} with a body that is not JSON", status=status
+        ) from None
+
+
+async def intercom_write(
+    client: IntercomClient,
+    method: str,
+    path: str,
+    *,
+    endpoint: str,
+    api_version: str,
+    budget_seconds: float,
+    params: dict[str, str] | None = None,
+    json_body: Any = None,
+) -> WriteAnswer:
+    """One write, retried on 429, 5xx, timeouts and bodies that are not JSON for at most
+    `budget_seconds` (and the client's attempt limit); a wait that would end past the budget
+    is not started. The last error is raised; an IntercomRateLimited keeps its `reset_at`."""
+    deadline = time.monotonic() + budget_seconds
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await _write_once(
+                client,
+                method,
+                path,
+                endpoint=endpoint,
+                api_version=api_version,
+                params=params,
+                json_body=json_body,
+            )
+        except _RETRYABLE as exc:
+            if attempt >= client._retry.max_attempts:
+                raise
+            if isinstance(exc, IntercomRateLimited) and exc.reset_at is not None:
+                wait = max(0.0, exc.reset_at - time.time()) + 0.05
+            else:
+                initial = client._retry.backoff_initial_seconds
+                wait = min(initial * 2 ** (attempt - 1), client._retry.backoff_max_seconds)
+            if time.monotonic() + wait > deadline:
+                raise
+            logger.warning(
+                "Intercom %s %s failed (%s), retrying (attempt %d)", method, path, exc, attempt
+            )
+            await asyncio.sleep(wait)
+
+
+async def me_admin_id(client: IntercomClient) -> str:
+    """The id of the teammate the access token acts as (`GET /me`'s own `id`)."""
+    body = await client._get_json("/me", endpoint="me")
+    admin_id = body.get("id") if isinstance(body, dict) else None
+    if isinstance(admin_id, bool) or not isinstance(admin_id, (str, int)) or admin_id == "":
+        raise IntercomBadResponse("GET /me returned no teammate id")
+    return str(admin_id)

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from app.gc_pause import gc_paused
 from app.intercom.signature import sign_body
+from app.simulator.provisioning import ProvisioningControl, ProvisioningEndpoints, with_body
 from app.simulator.state import Fault, RecordedRequest, SimAdmin, SimTeam, SimWorkspace
 from app.simulator.webhooks import (
     DEFAULT_AVATAR_URL,
@@ -470,6 +471,13 @@ def create_simulator_app(
 ) -> Starlette:
     """An ASGI app that serves ``workspace`` the way Intercom's REST API would."""
     sim = _Simulator(workspace, access_token, client_secret)
+    provisioning = ProvisioningEndpoints(
+        workspace,
+        ProvisioningControl(),
+        client_secret=client_secret,
+        error_list=error_list,
+        team_item=team_rest_item,
+    )
     any_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
     routes = [
         Route("/_sim/state", sim.state, methods=["GET", "PUT"]),
@@ -480,6 +488,14 @@ def create_simulator_app(
         Route("/_sim/faults", sim.faults, methods=["GET", "POST", "DELETE"]),
         Route("/_sim/requests", sim.requests, methods=["GET", "DELETE"]),
         Route("/_sim/webhooks/send", sim.send_webhook, methods=["POST"]),
+        Route("/_sim/provisioning", provisioning.control_plane, methods=["GET", "PUT"]),
+        # The write endpoints (app/simulator/provisioning.py), before the read routes.
+        Route("/admins/remove", sim.api(provisioning.remove_admin), methods=["DELETE"]),
+        Route(
+            "/teams/{team_id}",
+            with_body(sim.api(provisioning.put_team)),
+            methods=["PUT"],
+        ),
         Route("/me", sim.api(sim.me), methods=["GET"]),
         Route("/admins", sim.api(sim.list_admins), methods=["GET"]),
         Route("/admins/{admin_id}", sim.api(sim.get_admin), methods=["GET"]),
@@ -488,4 +504,6 @@ def create_simulator_app(
         # Anything else still behaves like Intercom (auth, faults, log) and answers 404.
         Route("/{path:path}", sim.api(sim.unknown), methods=any_method),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.provisioning = provisioning.control
+    return app

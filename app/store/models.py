@@ -212,3 +212,41 @@ class WebhookEvent(Base):
         Index("ix_webhook_event_status_created", "status", "notification_created_at"),
         Index("ix_webhook_event_received_at", "received_at"),
     )
+
+
+class ProvisioningRequest(Base):
+    """One call of a provisioning endpoint (spec §10): written before Intercom is called and
+    finished after, so an interrupted request still shows who asked for what."""
+
+    __tablename__ = "provisioning_request"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    action: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(64))
+    team_id: Mapped[str | None] = mapped_column(String(64))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    # NULL while the request is in progress.
+    result: Mapped[str | None] = mapped_column(String(32))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # First 12 hex digits of sha256(token): tells tokens apart, never reveals one.
+    requested_by: Mapped[str] = mapped_column(String(12))
+    # Freed (set NULL) when the answer was a transient failure, so a retry may reuse the key.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # sha256 of what was asked (method, path, dry run, body): a key reused for another request
+    # is refused rather than answered with the first request's result.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    intercom_method: Mapped[str | None] = mapped_column(String(8))
+    intercom_path: Mapped[str | None] = mapped_column(Text)
+    intercom_body: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    intercom_status: Mapped[int | None] = mapped_column(Integer)
+    # The HTTP status this service answered with, replayed with the body for a repeated key.
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "idempotency_key", "requested_by", name="uq_provisioning_request_idempotency"
+        ),
+    )
