@@ -551,60 +551,109 @@ class TestActivityLog:
         assert served_truth(served(service)) == simulator_truth(sim)
 
 
-class TestUnknownTeammates:
-    def test_retried_notifications_for_unknown_teammates_share_one_refresh(
-        self, service: ServiceServer, sim: SimulatorServer, database_url: str
-    ) -> None:
-        admins_fetches = len(sim.requests("/admins"))
-        topics = ["admin.logged_in", "admin.logged_out", "admin.away_mode_updated"]
-        # Teammates Intercom does not list (yet): every retry finds them unknown again.
-        strangers = [
-            SimAdmin(id=f"99000{n}", name=f"Stranger {n}", email=f"stranger{n}@acme.example")
-            for n in range(9)
-        ]
-        envelopes = [
-            deliver(service, notify(sim, topics[n % len(topics)], admin_webhook_item(stranger)))
-            for n, stranger in enumerate(strangers)
-        ]
-        wait_for(lambda: finished_webhook_runs(service), timeout=30, what="the refresh run")
+def strangers_notifications(sim: SimulatorServer, count: int) -> list[dict[str, Any]]:
+    """State notifications about teammates Intercom does not list: every retry finds them
+    unknown again."""
+    topics = ["admin.logged_in", "admin.logged_out", "admin.away_mode_updated"]
+    strangers = [
+        SimAdmin(id=f"99000{n}", name=f"Stranger {n}", email=f"stranger{n}@acme.example")
+        for n in range(count)
+    ]
+    return [
+        notify(sim, topics[n % len(topics)], admin_webhook_item(stranger))
+        for n, stranger in enumerate(strangers)
+    ]
 
-        # Each event is retried with a backoff of 1 s doubling up to MAX_ATTEMPTS times; make
-        # every retry due at once instead of waiting minutes, and let each one be applied.
-        db = create_database(database_url)
-        try:
-            for _ in range(MAX_ATTEMPTS):
-                with db.writing() as session:
-                    attempts = dict(
+
+def retry_deferred_events_now(database_url: str) -> None:
+    """Each deferred event is retried with a backoff of 1 s doubling, up to MAX_ATTEMPTS
+    times: make every retry due at once instead of waiting minutes, and wait until each one
+    has been applied, until none is left pending."""
+    db = create_database(database_url)
+    try:
+        for _ in range(MAX_ATTEMPTS):
+            with db.writing() as session:
+                attempts = dict(
+                    session.execute(
+                        select(WebhookEvent.id, WebhookEvent.attempts).where(
+                            WebhookEvent.status == inbox.PENDING
+                        )
+                    ).all()
+                )
+                if not attempts:
+                    return
+                session.execute(
+                    update(WebhookEvent)
+                    .where(WebhookEvent.id.in_(attempts))
+                    .values(next_attempt_at=utcnow())
+                )
+
+            def retried(before: dict[int, int] = attempts) -> bool:
+                with db.reading() as session:
+                    now = dict(
                         session.execute(
                             select(WebhookEvent.id, WebhookEvent.attempts).where(
-                                WebhookEvent.status == inbox.PENDING
+                                WebhookEvent.id.in_(before)
                             )
                         ).all()
                     )
-                    if not attempts:
-                        break
-                    session.execute(
-                        update(WebhookEvent)
-                        .where(WebhookEvent.id.in_(attempts))
-                        .values(next_attempt_at=utcnow())
-                    )
+                return all(now[key] > count for key, count in before.items())
 
-                def retried(before: dict[int, int] = attempts) -> bool:
-                    with db.reading() as session:
-                        now = dict(
-                            session.execute(
-                                select(WebhookEvent.id, WebhookEvent.attempts).where(
-                                    WebhookEvent.id.in_(before)
-                                )
-                            ).all()
-                        )
-                    return all(now[key] > count for key, count in before.items())
+            wait_for(retried, timeout=30, what="the deferred events to be retried")
+    finally:
+        db.dispose()
 
-                wait_for(retried, timeout=30, what="the deferred events to be retried")
-        finally:
-            db.dispose()
+
+class TestUnknownTeammates:
+    def test_retried_notifications_for_unknown_teammates_share_one_refresh(
+        self,
+        start_service: Callable[..., ServiceServer],
+        sim: SimulatorServer,
+        database_url: str,
+    ) -> None:
+        # A window long enough for all nine to arrive before the refresh fetches: one that
+        # arrived after it would rightly ask for another (it may be about a new teammate).
+        service = start_service(webhook_refresh_debounce_seconds=2.0)
+        admins_fetches = len(sim.requests("/admins"))
+        envelopes = strangers_notifications(sim, 9)
+        with httpx.Client(timeout=10) as client, ThreadPoolExecutor(9) as pool:
+            list(pool.map(lambda envelope: deliver(service, envelope, client), envelopes))
+        wait_for(lambda: finished_webhook_runs(service), timeout=30, what="the refresh run")
+
+        retry_deferred_events_now(database_url)
 
         assert set(settle(service, *envelopes).values()) == {"ignored"}
+        # Give a refresh asked for by the last retries every chance to show up before counting.
+        time.sleep(2.0 + 1.0)
         runs = wait_for(lambda: finished_webhook_runs(service), timeout=30, what="the runs")
+        assert len(runs) == 1, runs
+        assert len(sim.requests("/admins")) - admins_fetches == 1
+
+    def test_replicas_share_one_refresh_for_unknown_teammates(
+        self,
+        start_service: Callable[..., ServiceServer],
+        sim: SimulatorServer,
+        database_url: str,
+    ) -> None:
+        replicas = [
+            start_service(webhook_refresh_debounce_seconds=2.0),
+            start_service(webhook_refresh_debounce_seconds=2.0, sync_on_startup=False),
+        ]
+        admins_fetches = len(sim.requests("/admins"))
+        envelopes = strangers_notifications(sim, 12)
+        with httpx.Client(timeout=10) as client, ThreadPoolExecutor(12) as pool:
+            list(
+                pool.map(
+                    lambda pair: deliver(replicas[pair[0] % 2], pair[1], client),
+                    enumerate(envelopes),
+                )
+            )
+        wait_for(lambda: finished_webhook_runs(replicas[0]), timeout=30, what="the refresh run")
+
+        retry_deferred_events_now(database_url)
+
+        assert set(settle(replicas[1], *envelopes).values()) == {"ignored"}
+        time.sleep(2.0 + 1.0)
+        runs = wait_for(lambda: finished_webhook_runs(replicas[0]), timeout=30, what="the runs")
         assert len(runs) == 1, runs
         assert len(sim.requests("/admins")) - admins_fetches == 1
