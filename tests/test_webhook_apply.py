@@ -657,3 +657,28 @@ class TestUnknownTeammates:
         runs = wait_for(lambda: finished_webhook_runs(replicas[0]), timeout=30, what="the runs")
         assert len(runs) == 1, runs
         assert len(sim.requests("/admins")) - admins_fetches == 1
+
+    def test_a_failed_refresh_does_not_stop_retries_from_asking_again(
+        self, service: ServiceServer, sim: SimulatorServer
+    ) -> None:
+        newcomer = SimAdmin(id="990100", name="Newcomer", email="newcomer@acme.example")
+        sim.add_fault(path="/admins", status=503, times=1000)
+        created = int(time.time()) - 30
+        envelope = deliver(
+            service,
+            notify(sim, "admin.logged_in", admin_webhook_item(newcomer), created_at=created),
+        )
+        runs = wait_for(lambda: finished_webhook_runs(service), timeout=30, what="the refresh")
+        assert [run["status"] for run in runs] == ["failed"]
+
+        # Intercom answers again, and lists the newcomer now: a later retry's refresh finds them.
+        sim.clear_faults()
+        sim.workspace.upsert_admin(newcomer)
+
+        assert settle(service, envelope) == {envelope["id"]: "applied"}
+        statuses = [run["status"] for run in webhook_runs(service)]  # newest first
+        assert statuses[0] == "succeeded"
+        assert set(statuses[1:]) == {"failed"}
+        user = user_in(served(service), newcomer.id)
+        assert user is not None
+        assert user["last_login_at"] == iso(created)

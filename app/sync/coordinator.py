@@ -73,10 +73,10 @@ class SyncCoordinator:
         self._scheduler: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._refresh_requested_at = 0.0
-        # Whether the pending refresh was asked for by an event that can change access (rather
-        # than only by notifications about teammates not known yet), and when it was first asked.
+        # Whether the pending refresh was asked for by an event that can change access; if
+        # not, when the earliest notification about a teammate not known yet that asked arrived.
         self._refresh_for_access = False
-        self._refresh_first_requested: datetime | None = None
+        self._refresh_unknown_since: datetime | None = None
         self._stopping = False
         self._on_version_change = on_version_change
 
@@ -123,19 +123,20 @@ class SyncCoordinator:
     async def _release(self, run_id: int, message: str) -> None:
         await run_in_threadpool(sync_runs.release_run, self._db, run_id, message=message)
 
-    def request_refresh(self, *, unknown_teammates: bool = False) -> None:
+    def request_refresh(self, *, unknown_since: datetime | None = None) -> None:
         """Refetch teammates and teams soon, once per burst of requests.
 
-        A webhook that says access changed (`unknown_teammates` False) gets a run that fetches
-        after it: if a run is already fetching, another one follows. Notifications about
-        teammates not known yet only need some run to fetch after they arrived, so any run
-        queued since the first such request, on any replica, serves them.
+        A webhook that says access changed gets a run that fetches after it: if a run is
+        already fetching, another one follows. Notifications about teammates not known yet
+        (`unknown_since`: when the earliest of them arrived) only need some run that fetches
+        after they arrived, so one queued since then, on any replica, serves them.
         """
         self._refresh_requested_at = time.monotonic()
-        if not unknown_teammates:
+        if unknown_since is None:
             self._refresh_for_access = True
+        elif self._refresh_unknown_since is None or unknown_since < self._refresh_unknown_since:
+            self._refresh_unknown_since = unknown_since
         if self._refresh_task is None or self._refresh_task.done():
-            self._refresh_first_requested = utcnow()
             self._refresh_task = asyncio.get_running_loop().create_task(self._debounced_refresh())
 
     async def _debounced_refresh(self) -> None:
@@ -162,15 +163,15 @@ class SyncCoordinator:
                 await self._wait_for(run.id)
         finally:
             self._refresh_for_access = False
+            self._refresh_unknown_since = None
 
     async def _refresh_for_unknown_teammates(self) -> None:
-        """Queue a run unless one is active or was queued since the first request (by any
-        replica): that one fetches after the notifications arrived, which is all they need."""
-        since = self._refresh_first_requested or utcnow()
+        """Queue a run unless one is active or, on any replica, one fetched after the
+        notifications arrived: that is all they need."""
+        since = self._refresh_unknown_since or utcnow()
 
         def not_served_yet(session: Session) -> bool:
-            last_queued = sync_runs.latest_started_at(session)
-            return last_queued is None or last_queued < since
+            return not sync_runs.fetches_after(sync_runs.latest_run(session), since)
 
         def enqueue() -> tuple[RunView | None, bool]:
             run = sync_runs.enqueue_run_if_due(

@@ -55,9 +55,10 @@ class BatchResult:
     version_changed: bool = False
     # An event that can change access asked for a refresh.
     needs_refresh: bool = False
-    # A notification about a teammate not known yet was deferred, and no run has fetched
-    # since it arrived (nor within the refresh window): a refresh may bring the teammate.
-    refresh_for_unknown: bool = False
+    # Notifications about teammates not known yet were deferred, and no run fetches after
+    # they arrived (nor was one queued within the refresh window): a refresh may bring the
+    # teammates. This is when the earliest of them arrived.
+    unknown_since: datetime | None = None
 
 
 def apply_pending_batch(
@@ -102,8 +103,8 @@ def _apply_batch(
         marks: list[dict[str, Any]] = []
         apply = _apply_each_alone if isolate else _apply_together
         outcomes = apply(session, events, version=version, now=now, app_id=app_id)
-        # Read lazily: only a batch with a deferred event needs it.
-        last_queued: list[datetime | None] = []
+        # Read once, and only by a batch with a deferred event.
+        last_run: list[sync_runs.RunView | None] = []
         for event, (outcome, error) in zip(events, outcomes, strict=True):
             marks.append(_mark(event, outcome, error, now))
             if outcome is None:
@@ -112,12 +113,14 @@ def _apply_batch(
             if outcome.status != DEFERRED:
                 result.needs_refresh |= outcome.needs_refresh
                 lags.append((now - event.received_at).total_seconds())
-            elif outcome.needs_refresh and not result.refresh_for_unknown:
-                if not last_queued:
-                    last_queued.append(sync_runs.latest_started_at(session))
-                result.refresh_for_unknown = _unknown_needs_refresh(
-                    last_queued[0], received_at=event.received_at, now=now, window=window
-                )
+            elif outcome.needs_refresh:
+                if not last_run:
+                    last_run.append(sync_runs.latest_run(session))
+                if _unknown_needs_refresh(
+                    last_run[0], received_at=event.received_at, now=now, window=window
+                ):
+                    since = result.unknown_since
+                    result.unknown_since = min(since or event.received_at, event.received_at)
         inbox.mark_events(session, marks)
         before = state.version
         newest = max(event.received_at for event in events)
@@ -134,15 +137,20 @@ def _apply_batch(
 
 
 def _unknown_needs_refresh(
-    last_queued: datetime | None, *, received_at: datetime, now: datetime, window: timedelta
+    last_run: sync_runs.RunView | None,
+    *,
+    received_at: datetime,
+    now: datetime,
+    window: timedelta,
 ) -> bool:
     """Whether a deferred notification about an unknown teammate should ask for a refresh.
     It is retried with backoff until the teammate is known, and each retry would otherwise
-    ask again: a run queued (on any replica) since it arrived already fetched after it, and
-    one queued within the window is as recent as refreshes for such notifications get."""
-    if last_queued is None:
-        return True
-    return last_queued < received_at and last_queued <= now - window
+    ask again. A run queued (on any replica) within the window is as recent as refreshes for
+    such notifications get; one that fetches after the notification arrived is all a refresh
+    could do for it."""
+    if last_run is not None and last_run.queued_at > now - window:
+        return False
+    return not sync_runs.fetches_after(last_run, received_at)
 
 
 Outcomes = list[tuple[EventOutcome | None, str | None]]
@@ -246,7 +254,7 @@ def _mark(
 
 
 class RefreshRequester(Protocol):
-    def __call__(self, *, unknown_teammates: bool = False) -> None: ...
+    def __call__(self, *, unknown_since: datetime | None = None) -> None: ...
 
 
 class InboxApplier:
@@ -302,8 +310,8 @@ class InboxApplier:
             total += result.claimed
             if result.needs_refresh:
                 self._request_refresh()
-            elif result.refresh_for_unknown:
-                self._request_refresh(unknown_teammates=True)
+            elif result.unknown_since is not None:
+                self._request_refresh(unknown_since=result.unknown_since)
             if result.version_changed and self._on_version_change is not None:
                 await self._on_version_change()
             if result.claimed < BATCH_SIZE or self._stopping:
