@@ -397,6 +397,37 @@ class TestTerminalErrors:
         exc = failure(client, "list_admins")
         assert isinstance(exc, IntercomBadResponse)
 
+    @pytest.mark.parametrize(
+        ("path", "method"),
+        [("/me", "get_workspace"), ("/admins", "list_admins"), ("/teams", "list_teams")],
+    )
+    def test_one_answer_of_the_wrong_shape_is_retried(
+        self, sim: SimulatorServer, path: str, method: str
+    ) -> None:
+        sim.add_fault(path=path, body="wrong_shape", times=1)
+        assert call(make_client(sim.url), method)
+        assert len(sim.requests(path)) == 2
+
+    @pytest.mark.parametrize(("kind", "path"), [("admin", "/admins/{}"), ("team", "/teams/{}")])
+    def test_a_by_id_answer_that_is_not_an_object_is_retried_then_a_bad_response(
+        self, sim: SimulatorServer, kind: str, path: str
+    ) -> None:
+        ident = next(iter(sim.workspace.admins if kind == "admin" else sim.workspace.teams))
+        sim.add_fault(path=path.format(ident), body="wrong_shape", times=10)
+
+        async def fetch() -> Any:
+            async with make_client(sim.url) as client:
+                if kind == "admin":
+                    return await client.get_admin(ident)
+                return await client.get_team(ident)
+
+        with pytest.raises(IntercomBadResponse) as info:
+            run(fetch())
+        assert "not an object" in info.value.message
+        assert len(sim.requests(path.format(ident))) == FAST_RETRY.max_attempts
+        sim.clear_faults()
+        assert run(fetch()).id == ident
+
     def test_me_without_an_app_object_is_a_bad_response(self) -> None:
         client = make_client("https://intercom.test", transport=mock_intercom({"/me": {"id": 1}}))
         exc = failure(client, "get_workspace")

@@ -196,6 +196,35 @@ def test_status_and_body_faults(api: httpx.Client, sim: SimulatorServer) -> None
     assert sim.workspace.faults() == []
 
 
+def test_wrong_shape_faults_answer_valid_json_that_is_not_the_paths_shape(
+    api: httpx.Client, sim: SimulatorServer
+) -> None:
+    sim.add_fault("/me", body="wrong_shape")
+    sim.add_fault("/admins", body="wrong_shape")
+    sim.add_fault("/teams", body="wrong_shape", times=2)
+    sim.add_fault("/admins", body="non_object_items")
+    team_id = next(iter(sim.workspace.teams))
+
+    me = api.get("/me")
+    assert me.status_code == 200
+    assert me.json()["type"] == "admin"
+    assert "app" not in me.json()
+    assert api.get("/admins").json() == {"type": "admin.list"}
+    teams = api.get("/teams").json()
+    assert teams["type"] == "team.list"
+    assert not isinstance(teams["teams"], list)
+    assert api.get("/teams").json() == teams  # `times` counts wrong answers as for any fault
+    assert isinstance(api.get("/teams").json()["teams"], list)
+    mixed = api.get("/admins").json()["admins"]
+    assert mixed[-3:] == ["oops", 42, None]
+    assert all(isinstance(item, dict) for item in mixed[:-3])
+    assert len(mixed) == 15
+    assert api.get("/me").json()["app"]["id_code"] == sim.workspace.id_code
+    sim.add_fault(f"/teams/{team_id}", body="wrong_shape")
+    assert isinstance(api.get(f"/teams/{team_id}").json(), list)
+    assert sim.workspace.faults() == []
+
+
 def test_delay_fault_does_not_block_other_requests(api: httpx.Client, sim: SimulatorServer) -> None:
     sim.add_fault("/admins", delay_seconds=0.5)
 

@@ -5,6 +5,7 @@ sign-ins, numeric and string ids, and activity-log events that trigger one debou
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from sqlalchemy import select, update
 
 from app.simulator import (
     SimAdmin,
@@ -22,6 +24,10 @@ from app.simulator import (
     build_notification,
     encode_notification,
 )
+from app.store import inbox
+from app.store.engine import create_database
+from app.store.models import WebhookEvent, utcnow
+from app.webhooks.applier import MAX_ATTEMPTS
 from tests.support import (
     OPERATOR_TOKEN,
     ServiceServer,
@@ -31,6 +37,7 @@ from tests.support import (
     snapshot,
     wait_for,
 )
+from tests.test_activity_types import ACCESS_CHANGING
 
 WEBHOOK_PATH = "/webhooks/intercom"
 ACTIVITY_TOPIC = "admin.activity_log_event.created"
@@ -481,3 +488,197 @@ class TestActivityLog:
         assert webhook_runs(service) == []
         assert len(sim.requests("/admins")) == admins_fetches
         assert served(service)["version"] == before["version"]
+
+    def test_thirty_sign_ins_cause_no_refresh(
+        self, service: ServiceServer, sim: SimulatorServer
+    ) -> None:
+        admins_fetches = len(sim.requests("/admins"))
+        before = served(service)
+        kinds = ["admin_login_success", "admin_logout", "admin_login_failure"]
+        sign_ins = [activity(sim, kinds[n % len(kinds)]) for n in range(30)]
+
+        with httpx.Client(timeout=10) as client:
+            for envelope in sign_ins:
+                deliver(service, envelope, client)
+
+        assert set(settle(service, *sign_ins).values()) == {"ignored"}
+        # Longer than the debounce window (0.3 s in tests): a refresh would have started.
+        time.sleep(1.5)
+        assert webhook_runs(service) == []
+        assert len(sim.requests("/admins")) == admins_fetches
+        assert served(service)["version"] == before["version"]
+
+    def test_every_access_changing_type_among_sign_ins_causes_exactly_one_refresh(
+        self, start_service: Callable[..., ServiceServer], sim: SimulatorServer
+    ) -> None:
+        debounce = 2.0
+        service = start_service(webhook_refresh_debounce_seconds=debounce)
+        admins_fetches = len(sim.requests("/admins"))
+        admin = existing_teammate(sim, in_teams=1)
+        sim.workspace.remove_member(admin.team_ids[0], admin.id)
+        changes = [activity(sim, kind) for kind in sorted(ACCESS_CHANGING)]
+        sign_ins = [activity(sim, "admin_login_success") for _ in range(30)]
+        burst = changes + sign_ins
+        random.Random(17).shuffle(burst)
+
+        with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda envelope: deliver(service, envelope, client), burst))
+
+        outcomes = settle(service, *burst)
+        assert {outcomes[e["id"]] for e in changes} == {"applied"}
+        assert {outcomes[e["id"]] for e in sign_ins} == {"ignored"}
+        wait_for(lambda: finished_webhook_runs(service), timeout=30, what="the refresh run")
+        # Give a second (wrong) refresh every chance to show up before counting.
+        time.sleep(debounce + 1.0)
+        assert len(webhook_runs(service)) == 1
+        assert len(sim.requests("/admins")) - admins_fetches == 1
+        assert served_truth(served(service)) == simulator_truth(sim)
+
+    def test_a_topic_and_activity_type_with_surrounding_whitespace_still_refresh(
+        self, service: ServiceServer, sim: SimulatorServer
+    ) -> None:
+        admin = existing_teammate(sim, in_teams=1)
+        sim.workspace.remove_member(admin.team_ids[0], admin.id)
+        envelope = activity(sim, " app_team_membership_modification\n")
+        envelope["topic"] = f"  {ACTIVITY_TOPIC}\t"
+
+        deliver(service, envelope)
+
+        assert settle(service, envelope) == {envelope["id"]: "applied"}
+        runs = wait_for(lambda: finished_webhook_runs(service), timeout=30, what="the refresh run")
+        assert [run["status"] for run in runs] == ["succeeded"]
+        assert runs[0]["stats"]["memberships_removed"] == 1
+        assert served_truth(served(service)) == simulator_truth(sim)
+
+
+def strangers_notifications(sim: SimulatorServer, count: int) -> list[dict[str, Any]]:
+    """State notifications about teammates Intercom does not list: every retry finds them
+    unknown again."""
+    topics = ["admin.logged_in", "admin.logged_out", "admin.away_mode_updated"]
+    strangers = [
+        SimAdmin(id=f"99000{n}", name=f"Stranger {n}", email=f"stranger{n}@acme.example")
+        for n in range(count)
+    ]
+    return [
+        notify(sim, topics[n % len(topics)], admin_webhook_item(stranger))
+        for n, stranger in enumerate(strangers)
+    ]
+
+
+def retry_deferred_events_now(database_url: str) -> None:
+    """Each deferred event is retried with a backoff of 1 s doubling, up to MAX_ATTEMPTS
+    times: make every retry due at once instead of waiting minutes, and wait until each one
+    has been applied, until none is left pending."""
+    db = create_database(database_url)
+    try:
+        for _ in range(MAX_ATTEMPTS):
+            with db.writing() as session:
+                attempts = dict(
+                    session.execute(
+                        select(WebhookEvent.id, WebhookEvent.attempts).where(
+                            WebhookEvent.status == inbox.PENDING
+                        )
+                    ).all()
+                )
+                if not attempts:
+                    return
+                session.execute(
+                    update(WebhookEvent)
+                    .where(WebhookEvent.id.in_(attempts))
+                    .values(next_attempt_at=utcnow())
+                )
+
+            def retried(before: dict[int, int] = attempts) -> bool:
+                with db.reading() as session:
+                    now = dict(
+                        session.execute(
+                            select(WebhookEvent.id, WebhookEvent.attempts).where(
+                                WebhookEvent.id.in_(before)
+                            )
+                        ).all()
+                    )
+                return all(now[key] > count for key, count in before.items())
+
+            wait_for(retried, timeout=30, what="the deferred events to be retried")
+    finally:
+        db.dispose()
+
+
+class TestUnknownTeammates:
+    def test_retried_notifications_for_unknown_teammates_share_one_refresh(
+        self,
+        start_service: Callable[..., ServiceServer],
+        sim: SimulatorServer,
+        database_url: str,
+    ) -> None:
+        # A window long enough for all nine to arrive before the refresh fetches: one that
+        # arrived after it would rightly ask for another (it may be about a new teammate).
+        service = start_service(webhook_refresh_debounce_seconds=2.0)
+        admins_fetches = len(sim.requests("/admins"))
+        envelopes = strangers_notifications(sim, 9)
+        with httpx.Client(timeout=10) as client, ThreadPoolExecutor(9) as pool:
+            list(pool.map(lambda envelope: deliver(service, envelope, client), envelopes))
+        wait_for(lambda: finished_webhook_runs(service), timeout=30, what="the refresh run")
+
+        retry_deferred_events_now(database_url)
+
+        assert set(settle(service, *envelopes).values()) == {"ignored"}
+        # Give a refresh asked for by the last retries every chance to show up before counting.
+        time.sleep(2.0 + 1.0)
+        runs = wait_for(lambda: finished_webhook_runs(service), timeout=30, what="the runs")
+        assert len(runs) == 1, runs
+        assert len(sim.requests("/admins")) - admins_fetches == 1
+
+    def test_replicas_share_one_refresh_for_unknown_teammates(
+        self,
+        start_service: Callable[..., ServiceServer],
+        sim: SimulatorServer,
+        database_url: str,
+    ) -> None:
+        replicas = [
+            start_service(webhook_refresh_debounce_seconds=2.0),
+            start_service(webhook_refresh_debounce_seconds=2.0, sync_on_startup=False),
+        ]
+        admins_fetches = len(sim.requests("/admins"))
+        envelopes = strangers_notifications(sim, 12)
+        with httpx.Client(timeout=10) as client, ThreadPoolExecutor(12) as pool:
+            list(
+                pool.map(
+                    lambda pair: deliver(replicas[pair[0] % 2], pair[1], client),
+                    enumerate(envelopes),
+                )
+            )
+        wait_for(lambda: finished_webhook_runs(replicas[0]), timeout=30, what="the refresh run")
+
+        retry_deferred_events_now(database_url)
+
+        assert set(settle(replicas[1], *envelopes).values()) == {"ignored"}
+        time.sleep(2.0 + 1.0)
+        runs = wait_for(lambda: finished_webhook_runs(replicas[0]), timeout=30, what="the runs")
+        assert len(runs) == 1, runs
+        assert len(sim.requests("/admins")) - admins_fetches == 1
+
+    def test_a_failed_refresh_does_not_stop_retries_from_asking_again(
+        self, service: ServiceServer, sim: SimulatorServer
+    ) -> None:
+        newcomer = SimAdmin(id="990100", name="Newcomer", email="newcomer@acme.example")
+        sim.add_fault(path="/admins", status=503, times=1000)
+        created = int(time.time()) - 30
+        envelope = deliver(
+            service,
+            notify(sim, "admin.logged_in", admin_webhook_item(newcomer), created_at=created),
+        )
+        runs = wait_for(lambda: finished_webhook_runs(service), timeout=30, what="the refresh")
+        assert [run["status"] for run in runs] == ["failed"]
+
+        # Intercom answers again, and lists the newcomer now: a later retry's refresh finds them.
+        sim.clear_faults()
+        sim.workspace.upsert_admin(newcomer)
+
+        assert settle(service, envelope) == {envelope["id"]: "applied"}
+        statuses = [run["status"] for run in webhook_runs(service)]  # newest first
+        assert statuses[0] == "succeeded"
+        assert set(statuses[1:]) == {"failed"}
+        user = user_in(served(service), newcomer.id)
+        assert user is not None
+        assert user["last_login_at"] == iso(created)

@@ -23,8 +23,9 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -124,6 +125,54 @@ HEADER_VARIABLES = {
 
 
 _RETRYABLE = (IntercomRateLimited, IntercomUnavailable, IntercomBadResponse)
+T = TypeVar("T")
+ModelT = TypeVar("ModelT", IntercomAdmin, IntercomTeam)
+
+
+def _parse_workspace(body: Any) -> IntercomWorkspace:
+    app = body.get("app") if isinstance(body, dict) else None
+    if not isinstance(app, dict):
+        raise IntercomBadResponse("GET /me answered JSON without an 'app' object")
+    try:
+        return IntercomWorkspace.model_validate(app)
+    except ValidationError as exc:
+        raise IntercomBadResponse(
+            f"GET /me returned no usable 'app' object: {_first_error(exc)}"
+        ) from None
+
+
+def _parse_list(body: Any, key: str, kind: str, model: type[ModelT]) -> list[ModelT]:
+    """The `kind` objects of a list answer. The list itself must be sound (an object with a
+    list under `key`, every entry an object): anything else is a wrong answer, not a
+    workspace without teammates. One entry that is no usable teammate or team (no id) is
+    skipped with a warning, so that it does not hide the others."""
+    try:
+        items = parse_items(body, key, kind)
+    except ValueError as exc:
+        raise IntercomBadResponse(f"GET /{key} answered JSON of the wrong shape: {exc}") from None
+    parsed = []
+    for item in items:
+        try:
+            parsed.append(model.model_validate(item))
+        except ValidationError as exc:
+            logger.warning("skipping unparseable %s from Intercom: %s", kind, exc.errors()[0])
+    return parsed
+
+
+def _parse_one(body: Any, model: type[ModelT], what: str, kind: str) -> ModelT:
+    if not isinstance(body, dict):
+        raise IntercomBadResponse(f"{what} answered JSON that is not an object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise IntercomBadResponse(f"{what} returned a bad {kind}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    """Where and what, without the offending value (it is Intercom's data, not ours to log)."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "body"
+    return f"{where}: {error['msg']}"
 
 
 @dataclass(frozen=True)
@@ -229,49 +278,35 @@ class IntercomClient:
 
     async def get_workspace(self) -> IntercomWorkspace:
         """The workspace (`app`) of the token, from `GET /me`."""
-        body = await self._get_json("/me", endpoint="me")
-        app = body.get("app") if isinstance(body, dict) else None
-        try:
-            return IntercomWorkspace.model_validate(app)
-        except ValidationError as exc:
-            raise IntercomBadResponse(f"GET /me returned no usable 'app' object: {exc}") from None
+        return await self._get_json("/me", endpoint="me", parse=_parse_workspace)
 
     async def list_admins(self) -> list[IntercomAdmin]:
-        body = await self._get_json("/admins", endpoint="admins")
-        return self._parse_list(body, "admins", "admin", IntercomAdmin)
+        return await self._get_json(
+            "/admins",
+            endpoint="admins",
+            parse=lambda body: _parse_list(body, "admins", "admin", IntercomAdmin),
+        )
 
     async def list_teams(self) -> list[IntercomTeam]:
-        body = await self._get_json("/teams", endpoint="teams")
-        return self._parse_list(body, "teams", "team", IntercomTeam)
+        return await self._get_json(
+            "/teams",
+            endpoint="teams",
+            parse=lambda body: _parse_list(body, "teams", "team", IntercomTeam),
+        )
 
     async def get_admin(self, admin_id: str) -> IntercomAdmin:
-        body = await self._get_json(f"/admins/{admin_id}", endpoint="admin")
-        try:
-            return IntercomAdmin.model_validate(body)
-        except ValidationError as exc:
-            raise IntercomBadResponse(f"GET /admins/{{id}} returned a bad admin: {exc}") from None
+        return await self._get_json(
+            f"/admins/{admin_id}",
+            endpoint="admin",
+            parse=lambda body: _parse_one(body, IntercomAdmin, "GET /admins/{id}", "admin"),
+        )
 
     async def get_team(self, team_id: str) -> IntercomTeam:
-        body = await self._get_json(f"/teams/{team_id}", endpoint="team")
-        try:
-            return IntercomTeam.model_validate(body)
-        except ValidationError as exc:
-            raise IntercomBadResponse(f"GET /teams/{{id}} returned a bad team: {exc}") from None
-
-    @staticmethod
-    def _parse_list(body: Any, key: str, kind: str, model: Any) -> list[Any]:
-        try:
-            items = parse_items(body, key, kind)
-        except ValueError as exc:
-            raise IntercomBadResponse(f"GET /{key}: {exc}") from None
-        parsed = []
-        for item in items:
-            try:
-                parsed.append(model.model_validate(item))
-            except ValidationError as exc:
-                # One unusable entry (no id) must not hide the others, but it is worth a line.
-                logger.warning("skipping unparseable %s from Intercom: %s", kind, exc.errors()[0])
-        return parsed
+        return await self._get_json(
+            f"/teams/{team_id}",
+            endpoint="team",
+            parse=lambda body: _parse_one(body, IntercomTeam, "GET /teams/{id}", "team"),
+        )
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -308,7 +343,10 @@ class IntercomClient:
             extra={"intercom_path": path, "retry_in_seconds": round(wait, 3)},
         )
 
-    async def _get_json(self, path: str, *, endpoint: str) -> Any:
+    async def _get_json(self, path: str, *, endpoint: str, parse: Callable[[Any], T]) -> T:
+        """GET `path` and `parse` its JSON body. A body of the wrong shape (`parse` raises
+        IntercomBadResponse) is retried like one that is not JSON at all: both are what a
+        proxy or a bad deploy answers for a moment."""
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_RETRYABLE),
             stop=stop_after_attempt(self._retry.max_attempts),
@@ -318,7 +356,7 @@ class IntercomClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._get_once(path, endpoint=endpoint)
+                return parse(await self._get_once(path, endpoint=endpoint))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _describe(self, exc: BaseException) -> str:
@@ -520,7 +558,10 @@ async def intercom_write(
 
 async def me_admin_id(client: IntercomClient) -> str:
     """The id of the teammate the access token acts as (`GET /me`'s own `id`)."""
-    body = await client._get_json("/me", endpoint="me")
+    return await client._get_json("/me", endpoint="me", parse=_parse_me_admin_id)
+
+
+def _parse_me_admin_id(body: Any) -> str:
     admin_id = body.get("id") if isinstance(body, dict) else None
     if isinstance(admin_id, bool) or not isinstance(admin_id, (str, int)) or admin_id == "":
         raise IntercomBadResponse("GET /me returned no teammate id")

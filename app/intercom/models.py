@@ -142,14 +142,16 @@ class IntercomWorkspace(_Lenient):
 
 
 def parse_items(payload: Any, key: str, wanted_type: str) -> list[dict[str, Any]]:
-    """The objects under `key` whose `type` is `wanted_type` (older versions mix types)."""
+    """The objects under `key` whose `type` is `wanted_type` (older versions mix types).
+
+    Raises ValueError when the answer is not such a list: dropping an entry that is not even
+    an object would make a teammate look removed."""
     if not isinstance(payload, dict):
         raise ValueError(f"expected a JSON object with '{key}'")
     items = payload.get(key)
     if not isinstance(items, list):
         raise ValueError(f"'{key}' is missing or not a list")
-    return [
-        item
-        for item in items
-        if isinstance(item, dict) and item.get("type", wanted_type) == wanted_type
-    ]
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"'{key}'[{position}] is not an object")
+    return [item for item in items if item.get("type", wanted_type) == wanted_type]

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from app.intercom.activity_types import activity_changes_access
 from app.intercom.models import IntercomAdmin
 
 ADMIN_STATE_TOPICS = frozenset(
@@ -21,10 +22,6 @@ ADMIN_STATE_TOPICS = frozenset(
 ACTIVITY_LOG_TOPIC = "admin.activity_log_event.created"
 PING_TOPIC = "ping"
 HANDLED_TOPICS = ADMIN_STATE_TOPICS | {ACTIVITY_LOG_TOPIC}
-
-# Activity types that can change who is in which team, holds which seat or role, or exists.
-_REFRESH_PREFIXES = ("app_team_", "admin_", "role_", "seat_")
-_REFRESH_TYPES = frozenset({"app_admin_join"})
 
 
 class InvalidNotification(ValueError):
@@ -75,9 +72,11 @@ def parse_notification(body: bytes) -> Notification:
     kind = payload.get("type")
     if kind is not None and kind != "notification_event":
         raise InvalidNotification(f"type is {kind!r}, not 'notification_event'")
-    topic = payload.get("topic")
-    if not isinstance(topic, str) or not topic.strip():
+    raw_topic = payload.get("topic")
+    if not isinstance(raw_topic, str) or not raw_topic.strip():
         raise InvalidNotification("the notification has no topic")
+    # Trimmed before anything looks at it: " admin.logged_in" is still a sign-in.
+    topic = raw_topic.strip()
     raw_id = payload.get("id")
     notification_id: str | None
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
@@ -121,7 +120,7 @@ def parse_notification(body: bytes) -> Notification:
             raise InvalidNotification("the teammate id is longer than 64 characters")
     return Notification(
         id=notification_id,
-        topic=topic.strip(),
+        topic=topic,
         app_id=str(app_id) if app_id is not None else None,
         created_at=created_at,
         item=item,
@@ -131,8 +130,7 @@ def parse_notification(body: bytes) -> Notification:
 
 
 def activity_needs_refresh(item: dict[str, Any]) -> bool:
-    """Whether an activity-log event may have changed teams, seats, roles or teammates."""
-    activity = item.get("activity_type")
-    if not isinstance(activity, str):
-        return False
-    return activity in _REFRESH_TYPES or activity.startswith(_REFRESH_PREFIXES)
+    """Whether an activity-log event can have changed who has access (team membership, seats,
+    roles, permissions, joining, deletion, invitations, SCIM provisioning). Sign-ins, away
+    mode, profile changes and types Intercom adds later do not."""
+    return activity_changes_access(item.get("activity_type"))

@@ -165,6 +165,28 @@ def render_team_list(workspace: SimWorkspace) -> dict[str, Any]:
     return {"type": "team.list", "teams": teams}
 
 
+def wrong_shape(path: str, payload: Any) -> Any:
+    """Valid JSON that is not the shape `path` answers with."""
+    if path == "/me" and isinstance(payload, dict):
+        return {key: value for key, value in payload.items() if key != "app"}
+    if path == "/admins":
+        return {"type": "admin.list"}
+    if path == "/teams":
+        return {"type": "team.list", "teams": {"type": "team", "id": "1"}}
+    return [payload]
+
+
+def with_non_object_items(payload: Any) -> Any:
+    """A list answer with entries that are not objects added to its real ones."""
+    if not isinstance(payload, dict):
+        return payload
+    answer = dict(payload)
+    for key in ("admins", "teams"):
+        if isinstance(answer.get(key), list):
+            answer[key] = [*answer[key], "oops", 42, None]
+    return answer
+
+
 def _query_flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() == "true"
 
@@ -256,6 +278,10 @@ class _Simulator:
             )
         if fault.body == "empty_admins":
             payload = {"type": "admin.list", "admins": []}
+        if fault.body == "wrong_shape":
+            payload = wrong_shape(path, payload)
+        if fault.body == "non_object_items":
+            payload = with_non_object_items(payload)
         body = orjson.dumps(payload)
         if fault.body == "truncated":
             body = body[: len(body) // 2]

@@ -17,7 +17,12 @@ from typing import Any
 Role = tuple[str, str]
 """(role id, role name), e.g. ``("2", "Support Agent")``."""
 
-FAULT_BODIES = frozenset({"truncated", "not_json", "empty_admins"})
+# "wrong_shape" is valid JSON that is not what the path answers (`/me` without `app`, `/admins`
+# without `admins`, `/teams` with `teams` not a list, an object path answered with a list);
+# "non_object_items" is a list answer with entries that are not objects among the real ones.
+FAULT_BODIES = frozenset(
+    {"truncated", "not_json", "empty_admins", "wrong_shape", "non_object_items"}
+)
 
 
 def _as_id(value: object, what: str) -> str:
@@ -168,7 +173,7 @@ class Fault:
     """A scripted misbehaviour for the next ``times`` API requests matching ``path``.
 
     ``status`` None with ``delay_seconds`` > 0 means: answer normally, only late. ``body`` replaces
-    the answer ("truncated", "not_json", "empty_admins") and is sent with ``status`` or 200.
+    the answer (one of ``FAULT_BODIES``) and is sent with ``status`` or 200.
     """
 
     path: str

@@ -401,3 +401,10 @@ def latest_started_at(session: Session) -> datetime | None:
 def latest_run(session: Session) -> RunView | None:
     run = session.execute(select(SyncRun).order_by(SyncRun.id.desc()).limit(1)).scalar_one_or_none()
     return _view(run) if run is not None else None
+
+
+def fetches_after(run: RunView | None, since: datetime) -> bool:
+    """Whether `run` (the latest run) was queued at or after `since` and has not failed or
+    been blocked: it reads, or read, Intercom after `since`, and what it read is (or will be)
+    in the store."""
+    return run is not None and run.queued_at >= since and run.status not in ("failed", "blocked")

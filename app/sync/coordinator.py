@@ -74,6 +74,10 @@ class SyncCoordinator:
         self._scheduler: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._refresh_requested_at = 0.0
+        # Whether the pending refresh was asked for by an event that can change access; if
+        # not, when the earliest notification about a teammate not known yet that asked arrived.
+        self._refresh_for_access = False
+        self._refresh_unknown_since: datetime | None = None
         self._stopping = False
         self._on_version_change = on_version_change
 
@@ -120,9 +124,19 @@ class SyncCoordinator:
     async def _release(self, run_id: int, message: str) -> None:
         await run_in_threadpool(sync_runs.release_run, self._db, run_id, message=message)
 
-    def request_refresh(self) -> None:
-        """A webhook says teams, seats or roles changed: refetch soon, once per burst."""
+    def request_refresh(self, *, unknown_since: datetime | None = None) -> None:
+        """Refetch teammates and teams soon, once per burst of requests.
+
+        A webhook that says access changed gets a run that fetches after it: if a run is
+        already fetching, another one follows. Notifications about teammates not known yet
+        (`unknown_since`: when the earliest of them arrived) only need some run that fetches
+        after they arrived, so one queued since then, on any replica, serves them.
+        """
         self._refresh_requested_at = time.monotonic()
+        if unknown_since is None:
+            self._refresh_for_access = True
+        elif self._refresh_unknown_since is None or unknown_since < self._refresh_unknown_since:
+            self._refresh_unknown_since = unknown_since
         if self._refresh_task is None or self._refresh_task.done():
             self._refresh_task = asyncio.get_running_loop().create_task(self._debounced_refresh())
 
@@ -135,12 +149,38 @@ class SyncCoordinator:
             if quiet_for >= debounce or time.monotonic() - first >= 5 * debounce:
                 break
             await asyncio.sleep(debounce - quiet_for)
-        while not self._stopping:
-            run, created = await self.request_run("webhook")
-            if created or run.status == "queued":
-                return  # that run fetches after the request, so it sees the change
-            # A run already fetching may have read Intercom before the change: refetch after it.
-            await self._wait_for(run.id)
+        try:
+            while not self._stopping:
+                if not self._refresh_for_access:
+                    await self._refresh_for_unknown_teammates()
+                    if not self._refresh_for_access:
+                        return
+                    continue  # access changed meanwhile: that needs a run fetching after it
+                run, created = await self.request_run("webhook")
+                if created or run.status == "queued":
+                    return  # that run fetches after the request, so it sees the change
+                # A run already fetching may have read Intercom before the change: refetch
+                # after it.
+                await self._wait_for(run.id)
+        finally:
+            self._refresh_for_access = False
+            self._refresh_unknown_since = None
+
+    async def _refresh_for_unknown_teammates(self) -> None:
+        """Queue a run unless one is active or, on any replica, one fetched after the
+        notifications arrived: that is all they need."""
+        since = self._refresh_unknown_since or utcnow()
+
+        def not_served_yet(session: Session) -> bool:
+            return not sync_runs.fetches_after(sync_runs.latest_run(session), since)
+
+        def enqueue() -> tuple[RunView | None, bool]:
+            run = sync_runs.enqueue_run_if_due(
+                self._db, trigger="webhook", owner=self._owner, is_due=not_served_yet
+            )
+            return run, run is not None
+
+        await self._enqueue_and_spawn(enqueue, trigger="webhook", force=False)
 
     async def _wait_for(self, run_id: int) -> None:
         while not self._stopping:

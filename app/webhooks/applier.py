@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from app.intercom.notifications import parse_notification
 from app.metrics import APPLY_LAG, WEBHOOK_EVENTS_APPLIED
 from app.settings import Settings
-from app.store import inbox
+from app.store import inbox, sync_runs
 from app.store.engine import Database
 from app.store.models import utcnow
 from app.store.versioning import (
@@ -53,22 +53,37 @@ PRUNE_EVERY = timedelta(hours=1)
 class BatchResult:
     claimed: int = 0
     version_changed: bool = False
+    # An event that can change access asked for a refresh.
     needs_refresh: bool = False
+    # Notifications about teammates not known yet were deferred, and no run fetches after
+    # they arrived (nor was one queued within the refresh window): a refresh may bring the
+    # teammates. This is when the earliest of them arrived.
+    unknown_since: datetime | None = None
 
 
 def apply_pending_batch(
-    db: Database, *, expected_app_id: str | None, limit: int = BATCH_SIZE
+    db: Database,
+    *,
+    expected_app_id: str | None,
+    limit: int = BATCH_SIZE,
+    refresh_window_seconds: float = 0.0,
 ) -> BatchResult:
-    """Apply one batch of due inbox events; returns what happened."""
+    """Apply one batch of due inbox events; returns what happened. `refresh_window_seconds`
+    is the least time between two refreshes asked for by deferred notifications."""
+    window = timedelta(seconds=refresh_window_seconds)
     try:
-        return _apply_batch(db, expected_app_id=expected_app_id, limit=limit, isolate=False)
+        return _apply_batch(
+            db, expected_app_id=expected_app_id, limit=limit, isolate=False, window=window
+        )
     except Exception:
         logger.warning("a webhook batch failed; replaying it event by event", exc_info=True)
-        return _apply_batch(db, expected_app_id=expected_app_id, limit=limit, isolate=True)
+        return _apply_batch(
+            db, expected_app_id=expected_app_id, limit=limit, isolate=True, window=window
+        )
 
 
 def _apply_batch(
-    db: Database, *, expected_app_id: str | None, limit: int, isolate: bool
+    db: Database, *, expected_app_id: str | None, limit: int, isolate: bool, window: timedelta
 ) -> BatchResult:
     result = BatchResult()
     lags: list[float] = []
@@ -88,13 +103,24 @@ def _apply_batch(
         marks: list[dict[str, Any]] = []
         apply = _apply_each_alone if isolate else _apply_together
         outcomes = apply(session, events, version=version, now=now, app_id=app_id)
+        # Read once, and only by a batch with a deferred event.
+        last_run: list[sync_runs.RunView | None] = []
         for event, (outcome, error) in zip(events, outcomes, strict=True):
             marks.append(_mark(event, outcome, error, now))
-            if outcome is not None:
-                changes.merge(outcome.changes)
+            if outcome is None:
+                continue
+            changes.merge(outcome.changes)
+            if outcome.status != DEFERRED:
                 result.needs_refresh |= outcome.needs_refresh
-                if outcome.status != DEFERRED:
-                    lags.append((now - event.received_at).total_seconds())
+                lags.append((now - event.received_at).total_seconds())
+            elif outcome.needs_refresh:
+                if not last_run:
+                    last_run.append(sync_runs.latest_run(session))
+                if _unknown_needs_refresh(
+                    last_run[0], received_at=event.received_at, now=now, window=window
+                ):
+                    since = result.unknown_since
+                    result.unknown_since = min(since or event.received_at, event.received_at)
         inbox.mark_events(session, marks)
         before = state.version
         newest = max(event.received_at for event in events)
@@ -108,6 +134,23 @@ def _apply_batch(
     for mark in marks:
         WEBHOOK_EVENTS_APPLIED.labels(mark["status"]).inc()
     return result
+
+
+def _unknown_needs_refresh(
+    last_run: sync_runs.RunView | None,
+    *,
+    received_at: datetime,
+    now: datetime,
+    window: timedelta,
+) -> bool:
+    """Whether a deferred notification about an unknown teammate should ask for a refresh.
+    It is retried with backoff until the teammate is known, and each retry would otherwise
+    ask again. A run queued (on any replica) within the window is as recent as refreshes for
+    such notifications get; one that fetches after the notification arrived is all a refresh
+    could do for it."""
+    if last_run is not None and last_run.queued_at > now - window:
+        return False
+    return not sync_runs.fetches_after(last_run, received_at)
 
 
 Outcomes = list[tuple[EventOutcome | None, str | None]]
@@ -210,6 +253,10 @@ def _mark(
     }
 
 
+class RefreshRequester(Protocol):
+    def __call__(self, *, unknown_since: datetime | None = None) -> None: ...
+
+
 class InboxApplier:
     """Background task draining the inbox; woken at once by the intake, polling otherwise
     (for events stored by other replicas and retries that come due)."""
@@ -219,7 +266,7 @@ class InboxApplier:
         db: Database,
         settings: Settings,
         *,
-        request_refresh: Callable[[], None],
+        request_refresh: RefreshRequester,
         on_version_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._db = db
@@ -258,10 +305,13 @@ class InboxApplier:
                 apply_pending_batch,
                 self._db,
                 expected_app_id=self._settings.intercom_workspace_id,
+                refresh_window_seconds=self._settings.webhook_refresh_debounce_seconds,
             )
             total += result.claimed
             if result.needs_refresh:
                 self._request_refresh()
+            elif result.unknown_since is not None:
+                self._request_refresh(unknown_since=result.unknown_since)
             if result.version_changed and self._on_version_change is not None:
                 await self._on_version_change()
             if result.claimed < BATCH_SIZE or self._stopping:

@@ -310,6 +310,40 @@ def test_one_truncated_body_is_retried_and_the_run_succeeds(
     succeeds_despite(service, sim)
 
 
+WRONG_SHAPES = [
+    ("/me", "wrong_shape"),  # no `app`
+    ("/admins", "wrong_shape"),  # no `admins`
+    ("/teams", "wrong_shape"),  # `teams` is not a list
+    ("/admins", "non_object_items"),
+    ("/teams", "non_object_items"),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), WRONG_SHAPES)
+def test_one_json_answer_of_the_wrong_shape_is_retried_and_the_run_succeeds(
+    service: ServiceServer, sim: SimulatorServer, path: str, body: str
+) -> None:
+    sim.clear_requests()
+    sim.add_fault(path=path, body=body, times=1)
+    succeeds_despite(service, sim)
+    assert len(sim.requests(path)) == 2  # the wrong answer, then the good one
+
+
+@pytest.mark.parametrize(("path", "body"), WRONG_SHAPES)
+def test_json_of_the_wrong_shape_every_time_fails_the_run_as_bad_response_and_applies_nothing(
+    service: ServiceServer, sim: SimulatorServer, path: str, body: str
+) -> None:
+    sim.clear_requests()
+    sim.add_fault(path=path, body=body, times=50)
+    run = fail_keeping_snapshot(
+        service, sim, status="failed", code="intercom_bad_response", problem="sync_failing"
+    )
+    assert path in run["error"]["message"]
+    assert "wrong shape" in run["error"]["message"] or "'app'" in run["error"]["message"]
+    assert len(sim.requests(path)) == service.settings.intercom_max_attempts
+    recovers(service, sim)
+
+
 # ----- credentials revoked mid-run ---------------------------------------------------------------
 
 
