@@ -49,6 +49,14 @@ class SyncStats(_Doc):
     memberships_removed: int
 
 
+class RunWarning(_Doc):
+    """An item the run could not store; it was left as it was (never removed because of it)."""
+
+    resource_type: Literal["user", "team", "role"]
+    id: str
+    reason: str
+
+
 class SyncRun(_Doc):
     id: int
     trigger: Literal["startup", "schedule", "operator", "webhook", "cli"]
@@ -57,6 +65,7 @@ class SyncRun(_Doc):
     finished_at: str | None
     stats: SyncStats
     error: ErrorDetail | None
+    warnings: list[RunWarning]
 
 
 class SyncRunList(_Doc):

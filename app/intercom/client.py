@@ -40,6 +40,7 @@ from app.intercom.models import (
     IntercomWorkspace,
     parse_items,
 )
+from app.intercom.text import loads_json
 from app.metrics import INTERCOM_REQUESTS
 
 logger = logging.getLogger(__name__)
@@ -312,7 +313,7 @@ class IntercomClient:
                 )
             raise IntercomError(f"GET {path} answered {status} ({code})", status=status)
         try:
-            return orjson.loads(response.content)
+            return loads_json(response.content)
         except orjson.JSONDecodeError:
             raise IntercomBadResponse(
                 f"GET {path} answered {status} with a body that is not JSON", status=status

@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
+    String,
     Table,
     and_,
     bindparam,
@@ -46,6 +47,26 @@ USER_FIELDS = (
     "account_type",
 )
 AWAY_FIELDS = ("away_mode_enabled", "away_mode_reassign")
+# An email is an identity, never clipped to fit (spec §9): a teammate whose email is longer
+# than its column is kept as it was and reported, not stored with a cut address.
+MAX_EMAIL_LENGTH = cast(String, User.__table__.c.email.type).length or 0
+
+
+# How far past the receiving clock a notification's `created_at` (or any sign-in time) may lie
+# (spec §9): a little for clocks that disagree, never the far future, which would become a
+# watermark that hides every genuine notification after it.
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+
+
+def unstorable_reason(fields: dict[str, Any]) -> str | None:
+    """Why a teammate with these (parsed, sanitised) fields cannot be stored, or None."""
+    email = fields.get("email")
+    if email is not None and len(email) > MAX_EMAIL_LENGTH:
+        return (
+            f"its email is {len(email)} characters long, more than the {MAX_EMAIL_LENGTH} the "
+            "store holds; it is never cut short, so the teammate was left as it was"
+        )
+    return None
 
 
 @dataclass
@@ -58,6 +79,8 @@ class StoredUser:
     event_applied_at: datetime | None
     last_login_at: datetime | None
     last_logout_at: datetime | None
+    # False while only webhooks have announced the teammate (a "ghost" until a baseline lists it).
+    seen_by_baseline: bool | None = True
 
     @property
     def active(self) -> bool:
@@ -83,6 +106,7 @@ STORED_USER_COLUMNS = (
     User.event_applied_at,
     User.last_login_at,
     User.last_logout_at,
+    User.seen_by_baseline,
 )
 
 
@@ -96,6 +120,7 @@ def stored_user(row: Any) -> StoredUser:
         event_applied_at=row.event_applied_at,
         last_login_at=row.last_login_at,
         last_logout_at=row.last_logout_at,
+        seen_by_baseline=row.seen_by_baseline,
     )
 
 
@@ -168,6 +193,24 @@ def update_users(session: Session, rows: list[dict[str, Any]]) -> None:
     session.connection().execute(
         statement, [{f"b_{key}": value for key, value in row.items()} for row in rows]
     )
+
+
+def mark_seen_by_baseline(session: Session, user_ids: Iterable[str]) -> None:
+    """A baseline listed these teammates: they are no ghosts (see `User.seen_by_baseline`)."""
+    ids = sorted(user_ids)
+    for start in range(0, len(ids), 400):
+        session.execute(
+            update(User).where(User.id.in_(ids[start : start + 400])).values(seen_by_baseline=True)
+        )
+
+
+def delete_users(session: Session, user_ids: Iterable[str]) -> None:
+    """Delete teammates outright, with their memberships (no tombstone is kept)."""
+    ids = sorted(user_ids)
+    for start in range(0, len(ids), 400):
+        chunk = ids[start : start + 400]
+        session.execute(delete(Membership).where(Membership.user_id.in_(chunk)))
+        session.execute(delete(User).where(User.id.in_(chunk)))
 
 
 def upsert_teams(

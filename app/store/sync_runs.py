@@ -54,6 +54,8 @@ class RunView:
     stats: dict[str, int]
     error_code: str | None
     error_message: str | None
+    # Items the run could not store and left as they were (spec §9).
+    warnings: tuple[dict[str, str], ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +70,7 @@ class RunView:
                 if self.error_code
                 else None
             ),
+            "warnings": [dict(warning) for warning in self.warnings],
         }
 
 
@@ -99,6 +102,7 @@ def _view(run: SyncRun) -> RunView:
         stats={**EMPTY_STATS, **(run.stats or {})},
         error_code=run.error_code,
         error_message=run.error_message,
+        warnings=tuple(run.warnings or ()),
     )
 
 
@@ -351,6 +355,7 @@ def finish_run(
     error_code: str | None = None,
     error_message: str | None = None,
     version_after: int | None = None,
+    warnings: list[dict[str, str]] | None = None,
 ) -> RunView:
     """Close a run inside the caller's transaction (so a successful apply and its run record
     commit together)."""
@@ -362,6 +367,8 @@ def finish_run(
     run.error_code = error_code
     run.error_message = error_message
     run.version_after = version_after
+    if warnings:
+        run.warnings = warnings
     session.flush()
     return _view(run)
 

@@ -96,6 +96,8 @@ class BaselineResult:
     version_after: int
     changes: ChangeSet = field(default_factory=ChangeSet)
     unknown_references: int = 0
+    # Items Intercom listed that the store cannot hold, left as they were (spec §9).
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
 
 class MassRemovalBlocked(Exception):
@@ -211,13 +213,40 @@ def _apply_baseline(
         for user in current.users.values()
         if user.event_applied_at is not None and user.event_applied_at >= fetched.fetch_started_at
     }
+    # Teammates Intercom listed but the store cannot hold: left as they are, and reported.
+    unstorable = {
+        uid: reason
+        for uid, wanted in wanted_users.items()
+        if wanted["email"] is not None
+        and len(wanted["email"]) > store.MAX_EMAIL_LENGTH
+        and (reason := store.unstorable_reason(wanted))
+    }
+    # Rows this run leaves as they are (and, when they are active, keeps present).
+    kept = newer_by_webhook | set(unstorable) if unstorable else newer_by_webhook
+    warnings = [
+        {"resource_type": USER, "id": uid, "reason": reason} for uid, reason in unstorable.items()
+    ]
+    for warning in warnings:
+        logger.warning("teammate %s was left as it was: %s", warning["id"], warning["reason"])
 
+    # Teammates only webhooks ever announced, that Intercom does not list: ghosts (a stale,
+    # replayed or forged "added", or a removal of someone the store never knew). They are
+    # deleted outright, tombstone and all, and do not count toward the brake.
+    unseen = {uid for uid, user in current.users.items() if user.seen_by_baseline is False}
+    ghosts = unseen - wanted_users.keys() - newer_by_webhook if unseen else set()
     active_ids = {uid for uid, user in current.users.items() if user.active}
-    to_remove = sorted(active_ids - wanted_users.keys() - newer_by_webhook)
+    to_remove = sorted(active_ids - wanted_users.keys() - newer_by_webhook - ghosts)
     if not force:
         _check_mass_removal(
-            len(to_remove), len(active_ids), len(wanted_users), max_removal_fraction
+            len(to_remove), len(active_ids - ghosts), len(wanted_users), max_removal_fraction
         )
+    repairs = _future_repairs(current, now, exclude=ghosts)
+    for repair in repairs.served:
+        if current.users[repair["id"]].active:
+            changes.upsert(USER, repair["id"])
+        else:
+            changes.delete(USER, repair["id"])
+        repair["updated_version"] = version
 
     # Teams first: memberships refer to them.
     new_teams = {tid: name for tid, name in wanted_teams.items() if tid not in current.teams}
@@ -233,7 +262,7 @@ def _apply_baseline(
     new_users: list[tuple[str, dict[str, Any]]] = []
     changed_rows: list[dict[str, Any]] = []
     for uid, wanted in wanted_users.items():
-        if uid in newer_by_webhook:
+        if uid in kept:
             continue
         existing = current.users.get(uid)
         if existing is None:
@@ -256,15 +285,19 @@ def _apply_baseline(
         )
         changes.delete(USER, uid)
         stats.users_removed += 1
+    for uid in ghosts:
+        changes.delete(USER, uid)
+        if current.users[uid].active:
+            stats.users_removed += 1
 
     # Memberships: both sides of the relation, limited to what exists after this run.
-    present_users = (set(wanted_users) - newer_by_webhook) | {
-        uid for uid in newer_by_webhook if current.users[uid].active
+    present_users = (set(wanted_users) - kept) | {
+        uid for uid in kept if uid in current.users and current.users[uid].active
     }
     # Comprehensions rather than loops of `set.add`: ~100,000 pairs at 10k teammates.
     wanted_pairs = {(team.id, uid) for team in fetched.teams for uid in team.admin_ids}
     wanted_pairs.update([(tid, admin.id) for admin in fetched.admins for tid in admin.team_ids])
-    takes_fetched = present_users - newer_by_webhook
+    takes_fetched = present_users - kept
     usable = {pair for pair in wanted_pairs if pair[0] in wanted_teams and pair[1] in takes_fetched}
     # A pair not usable names a team or teammate Intercom did not list, or a teammate a newer
     # webhook owns; only the first kind is reported.
@@ -275,11 +308,9 @@ def _apply_baseline(
     )
     if unknown:
         logger.warning("ignored %d memberships naming unknown teammates or teams", unknown)
-    if newer_by_webhook:
+    if kept:
         usable.update(
-            (tid, uid)
-            for tid, uid in current.memberships
-            if uid in newer_by_webhook and tid in wanted_teams
+            (tid, uid) for tid, uid in current.memberships if uid in kept and tid in wanted_teams
         )
     pairs_added = usable - current.memberships
     pairs_removed = current.memberships - usable
@@ -308,10 +339,12 @@ def _apply_baseline(
             fetched.roles_supported
             and admin.role
             and admin.id in present_users
-            and admin.id not in newer_by_webhook
+            and admin.id not in kept
         ):
             role_names[admin.role.id] = admin.role.name
-    for uid in newer_by_webhook:
+    for uid in kept:
+        if uid not in current.users:
+            continue
         kept_role = current.users[uid].fields.get("role_id")
         if kept_role and current.users[uid].active and kept_role not in role_names:
             role_names[kept_role] = current.roles.get(kept_role)
@@ -325,6 +358,9 @@ def _apply_baseline(
     for rid in gone_roles:
         changes.delete(ROLE, rid)
     role_changes = [(None, wanted["role_id"], uid) for uid, wanted in new_users]
+    for uid in ghosts:
+        ghost = current.users[uid]
+        role_changes.append((ghost.fields.get("role_id") if ghost.active else None, None, uid))
     for row in changed_rows:
         before = current.users[row["id"]]
         role_changes.append(
@@ -341,12 +377,17 @@ def _apply_baseline(
             if new_role:
                 changes.upsert(GRANT, role_grant_id(new_role, uid))
 
-    # Writes, in an order the foreign keys accept.
+    # Writes, in an order the foreign keys accept; repairs before the updates that may
+    # re-activate the same rows.
+    store.update_users(session, repairs.served)
+    store.update_users(session, repairs.bookkeeping)
     store.upsert_teams(session, new_teams, renamed, version=version)
     store.upsert_roles(session, new_roles, renamed_roles, version=version)
     store.insert_users(session, new_users, version=version)
     store.update_users(session, changed_rows)
+    store.mark_seen_by_baseline(session, unseen & wanted_users.keys())
     store.remove_memberships(session, pairs_removed)
+    store.delete_users(session, ghosts)
     store.add_memberships(
         session, pairs_added, into_empty_store=not current.users and not current.memberships
     )
@@ -357,7 +398,56 @@ def _apply_baseline(
     state.workspace_name = fetched.workspace.name
     state.workspace_region = fetched.workspace.region
     version_after = record_changes(session, state, changes, at=now)
-    return BaselineResult(stats, version_before, version_after, changes, unknown)
+    return BaselineResult(stats, version_before, version_after, changes, unknown, warnings)
+
+
+@dataclass
+class _Repairs:
+    """Rows an earlier release let a notification from the far future poison."""
+
+    served: list[dict[str, Any]] = field(default_factory=list)  # a served value changes
+    bookkeeping: list[dict[str, Any]] = field(default_factory=list)  # only watermarks change
+
+
+def _future_repairs(current: store.Directory, now: datetime, *, exclude: set[str]) -> _Repairs:
+    """Watermarks and sign-in or removal times later than `now` plus the allowed clock skew:
+    a watermark that lies in the future makes every genuine notification look older than it,
+    and a sign-in time there hides every real one. Watermarks are cleared (the next
+    notification sets them again), sign-in times cleared, removal times set to now."""
+    limit = now + store.MAX_FUTURE_SKEW
+    limit_ts = int(limit.timestamp())
+    repairs = _Repairs()
+    for uid, user in current.users.items():
+        if (
+            not (
+                (user.event_watermark is not None and user.event_watermark > limit_ts)
+                or (user.away_watermark is not None and user.away_watermark > limit_ts)
+                or (user.last_login_at is not None and user.last_login_at > limit)
+                or (user.last_logout_at is not None and user.last_logout_at > limit)
+                or (user.removed_at is not None and user.removed_at > limit)
+            )
+            or uid in exclude
+        ):
+            continue
+        row: dict[str, Any] = {
+            "id": uid,
+            "event_watermark": _unless_future(user.event_watermark, limit_ts),
+            "away_watermark": _unless_future(user.away_watermark, limit_ts),
+            "last_logout_at": _unless_future(user.last_logout_at, limit),
+        }
+        login = _unless_future(user.last_login_at, limit)
+        removed_at = now if user.removed_at is not None and user.removed_at > limit else None
+        if login != user.last_login_at or removed_at is not None:
+            row.update(last_login_at=login, removed_at=removed_at or user.removed_at)
+            repairs.served.append(row)
+        else:
+            repairs.bookkeeping.append(row)
+        logger.warning("teammate %s had times in the future; cleared them", uid)
+    return repairs
+
+
+def _unless_future(value: Any, limit: Any) -> Any:
+    return None if value is not None and value > limit else value
 
 
 def _check_mass_removal(

@@ -31,7 +31,7 @@ from app.logging_setup import run_id_var
 from app.metrics import SYNC_DURATION, SYNC_RUNS
 from app.settings import Settings
 from app.store import sync_runs
-from app.store.engine import Database
+from app.store.engine import Database, describe_error
 from app.store.models import utcnow
 from app.store.sync_runs import RunView
 from app.store.versioning import current_version, read_store_state
@@ -277,7 +277,7 @@ class SyncCoordinator:
         except Exception as exc:
             logger.exception("sync run %s failed unexpectedly", run_id)
             return await self._finish(
-                run_id, "failed", error=("internal_error", f"{type(exc).__name__}: {exc}")
+                run_id, "failed", error=("internal_error", describe_error(exc))
             )
         if self._on_version_change is not None:
             await self._on_version_change()
@@ -299,13 +299,15 @@ class SyncCoordinator:
                 status="succeeded",
                 stats=result.stats.as_dict(),
                 version_after=result.version_after,
+                warnings=result.warnings,
             )
         logger.info(
-            "sync run %s succeeded: version %s -> %s, %s",
+            "sync run %s succeeded: version %s -> %s, %s, %d warnings",
             run_id,
             result.version_before,
             result.version_after,
             result.stats.as_dict(),
+            len(result.warnings),
         )
         return view
 
