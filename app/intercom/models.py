@@ -36,7 +36,7 @@ def _id_to_str(value: object) -> object:
             raise ValueError("an id cannot be empty")
         if len(stripped) > MAX_ID_LENGTH:
             raise ValueError(f"an id cannot be longer than {MAX_ID_LENGTH} characters")
-        if not is_storable(stripped):
+        if not stripped.isprintable() and not is_storable(stripped):
             # Not cleaned like text: "12\x00" made "12" would be another teammate's id.
             raise ValueError("an id cannot contain control characters or surrogates")
         return stripped
@@ -63,15 +63,21 @@ def _id_list(value: object) -> object:
 
 
 def _text(value: object) -> str | None:
-    """Storable text (see `storable_text`); a number or other value as its JSON-ish string."""
+    """Storable text (see `storable_text`); a number or other value as its string."""
     if value is None:
         return None
-    return storable_text(value if isinstance(value, str) else str(value))
+    text = value if isinstance(value, str) else str(value)
+    # Nearly always printable: checked here, at C speed, before any further call.
+    return text if text.isprintable() else storable_text(text)
 
 
 def _clipped(value: object, limit: int = MAX_TEXT_LENGTH) -> object:
-    text = _text(value)
-    return None if text is None else text[:limit]
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    if not text.isprintable():
+        text = storable_text(text)
+    return text[:limit]
 
 
 def _bool_or_false(value: object) -> object:

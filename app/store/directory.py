@@ -18,6 +18,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
+    or_,
     select,
     tuple_,
     update,
@@ -58,6 +59,12 @@ MAX_EMAIL_LENGTH = cast(String, User.__table__.c.email.type).length or 0
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 
 
+def lies_in_future(when: datetime, now: datetime) -> bool:
+    """Whether `when` (a notification's time, a sign-in time from any source) is later than
+    `now` allows: such a time is refused, never stored."""
+    return when > now + MAX_FUTURE_SKEW
+
+
 def unstorable_reason(fields: dict[str, Any]) -> str | None:
     """Why a teammate with these (parsed, sanitised) fields cannot be stored, or None."""
     email = fields.get("email")
@@ -79,8 +86,6 @@ class StoredUser:
     event_applied_at: datetime | None
     last_login_at: datetime | None
     last_logout_at: datetime | None
-    # False while only webhooks have announced the teammate (a "ghost" until a baseline lists it).
-    seen_by_baseline: bool | None = True
 
     @property
     def active(self) -> bool:
@@ -106,7 +111,6 @@ STORED_USER_COLUMNS = (
     User.event_applied_at,
     User.last_login_at,
     User.last_logout_at,
-    User.seen_by_baseline,
 )
 
 
@@ -120,7 +124,6 @@ def stored_user(row: Any) -> StoredUser:
         event_applied_at=row.event_applied_at,
         last_login_at=row.last_login_at,
         last_logout_at=row.last_logout_at,
-        seen_by_baseline=row.seen_by_baseline,
     )
 
 
@@ -193,6 +196,33 @@ def update_users(session: Session, rows: list[dict[str, Any]]) -> None:
     session.connection().execute(
         statement, [{f"b_{key}": value for key, value in row.items()} for row in rows]
     )
+
+
+def users_to_look_at(session: Session, now: datetime) -> tuple[set[str], set[str]]:
+    """(teammates no baseline has listed yet, teammates with a watermark, sign-in, sign-out or
+    removal time past `now` plus the allowed skew): few or none, so asked of the store in one
+    scan rather than found among every teammate loaded for a diff. The second kind is what an
+    earlier release let a far-future notification write."""
+    limit = now + MAX_FUTURE_SKEW
+    limit_ts = int(limit.timestamp())
+    in_future = or_(
+        User.event_watermark > limit_ts,
+        User.away_watermark > limit_ts,
+        User.last_login_at > limit,
+        User.last_logout_at > limit,
+        User.removed_at > limit,
+    )
+    query = select(User.id, User.seen_by_baseline, in_future).where(
+        or_(User.seen_by_baseline.is_(False), in_future)
+    )
+    unseen: set[str] = set()
+    future: set[str] = set()
+    for user_id, seen, ahead in session.connection().execute(query):
+        if not seen:
+            unseen.add(user_id)
+        if ahead:
+            future.add(user_id)
+    return unseen, future
 
 
 def mark_seen_by_baseline(session: Session, user_ids: Iterable[str]) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -40,6 +41,7 @@ from app.store.versioning import (
 logger = logging.getLogger(__name__)
 
 MASS_REMOVAL_MIN_USERS = 5
+_EMAIL = itemgetter("email")
 FORCE_HINT = "POST /resync?force=true, or intercom-sync sync --force"
 
 
@@ -214,13 +216,17 @@ def _apply_baseline(
         if user.event_applied_at is not None and user.event_applied_at >= fetched.fetch_started_at
     }
     # Teammates Intercom listed but the store cannot hold: left as they are, and reported.
-    unstorable = {
-        uid: reason
-        for uid, wanted in wanted_users.items()
-        if wanted["email"] is not None
-        and len(wanted["email"]) > store.MAX_EMAIL_LENGTH
-        and (reason := store.unstorable_reason(wanted))
-    }
+    # (The longest email first, at C speed: nearly always there is nothing to look for.)
+    longest = max(map(len, filter(None, map(_EMAIL, wanted_users.values()))), default=0)
+    unstorable = (
+        {
+            uid: reason
+            for uid, wanted in wanted_users.items()
+            if (reason := store.unstorable_reason(wanted)) is not None
+        }
+        if longest > store.MAX_EMAIL_LENGTH
+        else {}
+    )
     # Rows this run leaves as they are (and, when they are active, keeps present).
     kept = newer_by_webhook | set(unstorable) if unstorable else newer_by_webhook
     warnings = [
@@ -232,7 +238,7 @@ def _apply_baseline(
     # Teammates only webhooks ever announced, that Intercom does not list: ghosts (a stale,
     # replayed or forged "added", or a removal of someone the store never knew). They are
     # deleted outright, tombstone and all, and do not count toward the brake.
-    unseen = {uid for uid, user in current.users.items() if user.seen_by_baseline is False}
+    unseen, in_future = store.users_to_look_at(session, now)
     ghosts = unseen - wanted_users.keys() - newer_by_webhook if unseen else set()
     active_ids = {uid for uid, user in current.users.items() if user.active}
     to_remove = sorted(active_ids - wanted_users.keys() - newer_by_webhook - ghosts)
@@ -240,7 +246,7 @@ def _apply_baseline(
         _check_mass_removal(
             len(to_remove), len(active_ids - ghosts), len(wanted_users), max_removal_fraction
         )
-    repairs = _future_repairs(current, now, exclude=ghosts)
+    repairs = _future_repairs(current, in_future - ghosts, now)
     for repair in repairs.served:
         if current.users[repair["id"]].active:
             changes.upsert(USER, repair["id"])
@@ -409,7 +415,7 @@ class _Repairs:
     bookkeeping: list[dict[str, Any]] = field(default_factory=list)  # only watermarks change
 
 
-def _future_repairs(current: store.Directory, now: datetime, *, exclude: set[str]) -> _Repairs:
+def _future_repairs(current: store.Directory, user_ids: set[str], now: datetime) -> _Repairs:
     """Watermarks and sign-in or removal times later than `now` plus the allowed clock skew:
     a watermark that lies in the future makes every genuine notification look older than it,
     and a sign-in time there hides every real one. Watermarks are cleared (the next
@@ -417,18 +423,8 @@ def _future_repairs(current: store.Directory, now: datetime, *, exclude: set[str
     limit = now + store.MAX_FUTURE_SKEW
     limit_ts = int(limit.timestamp())
     repairs = _Repairs()
-    for uid, user in current.users.items():
-        if (
-            not (
-                (user.event_watermark is not None and user.event_watermark > limit_ts)
-                or (user.away_watermark is not None and user.away_watermark > limit_ts)
-                or (user.last_login_at is not None and user.last_login_at > limit)
-                or (user.last_logout_at is not None and user.last_logout_at > limit)
-                or (user.removed_at is not None and user.removed_at > limit)
-            )
-            or uid in exclude
-        ):
-            continue
+    for uid in sorted(user_ids):
+        user = current.users[uid]
         row: dict[str, Any] = {
             "id": uid,
             "event_watermark": _unless_future(user.event_watermark, limit_ts),

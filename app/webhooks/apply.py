@@ -55,7 +55,7 @@ def future_reason(created_at: int | None, received_at: datetime) -> str | None:
     """Why a notification created this far after its receipt is applied to nothing, or None.
     Its `created_at` would become the teammate's watermark (or sign-in time) and hide every
     genuine notification until then (spec §9)."""
-    if created_at is None or _when(created_at) <= received_at + store.MAX_FUTURE_SKEW:
+    if created_at is None or not store.lies_in_future(_when(created_at), received_at):
         return None
     skew = int(store.MAX_FUTURE_SKEW.total_seconds() // 60)
     return (
