@@ -5,9 +5,13 @@ webhooks alone announced (ghosts) without the mass-removal brake counting them."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +23,14 @@ from app.simulator import SimulatorServer, admin_webhook_item, encode_notificati
 from app.store.engine import Database, create_database, describe_error
 from app.store.models import User, WebhookEvent
 from tests.reliability.helpers import operator, resync
-from tests.support import OPERATOR_TOKEN, ServiceServer, signed_headers, simulator_truth, wait_for
+from tests.support import (
+    OPERATOR_TOKEN,
+    ServiceServer,
+    service_env,
+    signed_headers,
+    simulator_truth,
+    wait_for,
+)
 from tests.test_webhook_apply import (
     deliver,
     events_by_id,
@@ -492,3 +503,23 @@ def test_real_removals_still_meet_the_brake_and_ghosts_do_not_count_toward_it(
     tombstone = user_in(served(service, include_removed=True), str(real["id"]))
     assert tombstone is not None
     assert tombstone["status"] == "deleted"
+
+
+def test_the_command_line_sync_prints_each_warning(
+    database_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    admin = existing_teammate(sim)
+    sim_post(sim, "/_sim/admins", {"id": admin.id, "email": "d" * 520 + "@example.com"})
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "intercom-sync"), "sync"],
+        env={**os.environ, **service_env(database_url, sim)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1].startswith("sync succeeded")
+    [warning] = [line for line in lines if line.startswith("warning:")]
+    assert warning.startswith(f"warning: user {admin.id}: its email is 532 characters long")
