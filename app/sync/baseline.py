@@ -4,6 +4,10 @@ Fetching happens first and completely; only then does one transaction compare th
 workspace with the store and write the difference (reliability rule R7). Unchanged rows are not
 touched, so a baseline that finds nothing new leaves the version, and every ETag, as it was.
 A teammate that a webhook changed after this fetch began is left alone: the webhook is newer.
+
+Spec §9: what Intercom lists but the store cannot hold is left as it was and reported as a
+run warning; teammates only webhooks announced ("ghosts") are removed without counting
+toward the mass-removal brake; times an earlier release let lie in the future are repaired.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
@@ -41,6 +45,9 @@ from app.store.versioning import (
 logger = logging.getLogger(__name__)
 
 MASS_REMOVAL_MIN_USERS = 5
+# How long a ghost's tombstone is kept after the last notification about it (the default of
+# WEBHOOK_RETENTION_DAYS, which the service passes).
+GHOST_TOMBSTONE_DAYS = timedelta(days=7)
 _EMAIL = itemgetter("email")
 FORCE_HINT = "POST /resync?force=true, or intercom-sync sync --force"
 
@@ -177,6 +184,7 @@ def apply_baseline(
     *,
     force: bool = False,
     max_removal_fraction: float = 0.25,
+    keep_ghost_tombstones_for: timedelta = GHOST_TOMBSTONE_DAYS,
 ) -> BaselineResult:
     """Make the store equal to `fetched`, in the caller's transaction. Raises
     MassRemovalBlocked when the brake applies, and WorkspaceChanged when `fetched` is another
@@ -187,12 +195,21 @@ def apply_baseline(
     # apply's CPU and ~50 % of a no-change one's (nothing measurable at 10k).
     with gc_paused(), bulk_write_cache(session):
         return _apply_baseline(
-            session, fetched, force=force, max_removal_fraction=max_removal_fraction
+            session,
+            fetched,
+            force=force,
+            max_removal_fraction=max_removal_fraction,
+            keep_ghost_tombstones_for=keep_ghost_tombstones_for,
         )
 
 
 def _apply_baseline(
-    session: Session, fetched: FetchedWorkspace, *, force: bool, max_removal_fraction: float
+    session: Session,
+    fetched: FetchedWorkspace,
+    *,
+    force: bool,
+    max_removal_fraction: float,
+    keep_ghost_tombstones_for: timedelta,
 ) -> BaselineResult:
     state = lock_store_state(session)
     if state.workspace_id is not None and state.workspace_id != fetched.workspace.id_code:
@@ -236,17 +253,29 @@ def _apply_baseline(
         logger.warning("teammate %s was left as it was: %s", warning["id"], warning["reason"])
 
     # Teammates only webhooks ever announced, that Intercom does not list: ghosts (a stale,
-    # replayed or forged "added", or a removal of someone the store never knew). They are
-    # deleted outright, tombstone and all, and do not count toward the brake.
+    # replayed or forged "added", or a removal of someone the store never knew). They do not
+    # count toward the brake, on either side of its fraction. An active ghost is removed like
+    # anyone else: its tombstone holds back a late or replayed "added" of the same or an
+    # earlier time. A ghost's tombstone is deleted outright once no delivery can plausibly
+    # still come for it: when no notification has touched it for `keep_ghost_tombstones_for`
+    # (the inbox keeps deliveries, and so deduplicates replays, that long).
     unseen, in_future = store.users_to_look_at(session, now)
     ghosts = unseen - wanted_users.keys() - newer_by_webhook if unseen else set()
+    expire_before = now - keep_ghost_tombstones_for
+    expired_ghosts = {
+        uid
+        for uid in ghosts
+        if not current.users[uid].active
+        and (current.users[uid].event_applied_at or now) < expire_before
+    }
     active_ids = {uid for uid, user in current.users.items() if user.active}
     to_remove = sorted(active_ids - wanted_users.keys() - newer_by_webhook - ghosts)
     if not force:
         _check_mass_removal(
             len(to_remove), len(active_ids - ghosts), len(wanted_users), max_removal_fraction
         )
-    repairs = _future_repairs(current, in_future - ghosts, now)
+    to_remove += sorted(active_ids & ghosts)
+    repairs = _future_repairs(current, in_future - expired_ghosts, now)
     for repair in repairs.served:
         if current.users[repair["id"]].active:
             changes.upsert(USER, repair["id"])
@@ -291,10 +320,8 @@ def _apply_baseline(
         )
         changes.delete(USER, uid)
         stats.users_removed += 1
-    for uid in ghosts:
-        changes.delete(USER, uid)
-        if current.users[uid].active:
-            stats.users_removed += 1
+    for uid in expired_ghosts:
+        changes.delete(USER, uid)  # served under `include_removed` until now
 
     # Memberships: both sides of the relation, limited to what exists after this run.
     present_users = (set(wanted_users) - kept) | {
@@ -364,9 +391,6 @@ def _apply_baseline(
     for rid in gone_roles:
         changes.delete(ROLE, rid)
     role_changes = [(None, wanted["role_id"], uid) for uid, wanted in new_users]
-    for uid in ghosts:
-        ghost = current.users[uid]
-        role_changes.append((ghost.fields.get("role_id") if ghost.active else None, None, uid))
     for row in changed_rows:
         before = current.users[row["id"]]
         role_changes.append(
@@ -393,7 +417,7 @@ def _apply_baseline(
     store.update_users(session, changed_rows)
     store.mark_seen_by_baseline(session, unseen & wanted_users.keys())
     store.remove_memberships(session, pairs_removed)
-    store.delete_users(session, ghosts)
+    store.delete_users(session, expired_ghosts)
     store.add_memberships(
         session, pairs_added, into_empty_store=not current.users and not current.memberships
     )

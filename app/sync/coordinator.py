@@ -290,6 +290,7 @@ class SyncCoordinator:
                 fetched,
                 force=force,
                 max_removal_fraction=self._settings.max_removal_fraction,
+                keep_ghost_tombstones_for=timedelta(days=self._settings.webhook_retention_days),
             )
             state = read_store_state(session)
             state.last_sync_at = utcnow()
