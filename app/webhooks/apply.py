@@ -156,7 +156,7 @@ def _apply_added(
         "event_applied_at": now,
     }
     if user is None:
-        # Not seen by a baseline: the next one drops them unless Intercom lists them.
+        # Not seen by a baseline: the next one removes them unless Intercom lists them.
         workset.insert_user(
             {
                 "id": admin.id,
@@ -205,8 +205,9 @@ def _apply_removed(
         return EventOutcome(IGNORED, "older than the newest notification applied to this teammate")
     bookkeeping = {"event_watermark": created_at, "event_applied_at": now}
     if user is None:
-        # Keep a tombstone with the watermark, so a late, older "added" cannot resurrect them
-        # until a baseline, which drops it (a ghost: Intercom does not list them).
+        # Keep a tombstone with the watermark, so a late, older "added" cannot resurrect them.
+        # (A ghost's: a baseline deletes it once no notification touched it for the time the
+        # inbox keeps deliveries.)
         fields = user_fields_from_admin(admin, roles_supported=False)
         if store.unstorable_reason(fields) is not None:
             fields["email"] = None  # never cut short; the removal itself must still apply
