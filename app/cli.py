@@ -154,6 +154,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             run_view.id, force=force, trigger="cli", progress=lambda line: print(line, flush=True)
         )
         if result.status == "succeeded":
+            for warning in result.warnings:  # items left as they were (spec §9)
+                print(f"warning: {warning['resource_type']} {warning['id']}: {warning['reason']}")
             # The outcome stays the last line, for scripts that read it.
             print("\n".join([*describe_stats(result.stats), f"sync succeeded (run {result.id})"]))
             return 0

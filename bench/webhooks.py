@@ -51,7 +51,9 @@ class _Deliveries:
     def __init__(self, workspace: SimWorkspace) -> None:
         self.admins = admin_sample(workspace)
         self.app_id = workspace.id_code
-        self.base_created_at = int(time.time())
+        # In the past: ranges of a million indexes lie ahead of it, and a notification created
+        # more than 5 minutes after its receipt is refused (spec §9).
+        self.base_created_at = int(time.time()) - 100_000_000
         self.next_start = 0
 
     def request(self, tag: str, span: int = 1_000_000) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,7 +97,11 @@ def resync(url: str) -> dict[str, Any]:
 def webhook_body(sim: SimulatorServer, topic: str = "admin.away_mode_updated") -> bytes:
     admin = sorted(sim.workspace.admins.values(), key=lambda a: a.id)[1]
     envelope = build_notification(
-        topic, admin_webhook_item(admin), app_id=sim.workspace.id_code, created_at=2_000_000_000
+        topic,
+        admin_webhook_item(admin),
+        app_id=sim.workspace.id_code,
+        # Now: one from past the 5 minutes a clock may be ahead is refused (spec §9).
+        created_at=int(time.time()),
     )
     return encode_notification(envelope)
 

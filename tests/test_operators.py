@@ -25,7 +25,8 @@ from tests.support import (
 
 StartService = Callable[..., ServiceServer]
 
-RUN_FIELDS = {"id", "trigger", "status", "started_at", "finished_at", "stats", "error"}
+# `warnings` (spec §9): items a run could not store and left as they were.
+RUN_FIELDS = {"id", "trigger", "status", "started_at", "finished_at", "stats", "error", "warnings"}
 STATS_FIELDS = {
     "users_added",
     "users_updated",
@@ -69,6 +70,7 @@ def wait_finished(service: ServiceServer, run_id: int) -> dict[str, Any]:
 def assert_run_shape(run: dict[str, Any]) -> None:
     assert set(run) == RUN_FIELDS
     assert isinstance(run["id"], int)
+    assert isinstance(run["warnings"], list)
     assert run["trigger"] in {"startup", "schedule", "operator", "webhook", "cli"}
     assert run["status"] in {"queued", "running", "succeeded", "failed", "blocked"}
     assert set(run["stats"]) == STATS_FIELDS

@@ -66,6 +66,14 @@ class RunError(_Doc):
     details: RunErrorDetails | None = None
 
 
+class RunWarning(_Doc):
+    """An item the run could not store; it was left as it was (never removed because of it)."""
+
+    resource_type: Literal["user", "team", "role"]
+    id: str
+    reason: str
+
+
 class SyncRun(_Doc):
     id: int
     trigger: Literal["startup", "schedule", "operator", "webhook", "cli"]
@@ -74,6 +82,7 @@ class SyncRun(_Doc):
     finished_at: str | None
     stats: SyncStats
     error: RunError | None
+    warnings: list[RunWarning]
 
 
 class SyncRunList(_Doc):

@@ -45,6 +45,7 @@ from app.intercom.models import (
     IntercomWorkspace,
     parse_items,
 )
+from app.intercom.text import loads_json
 from app.logging_setup import Redactor, scrub
 from app.metrics import INTERCOM_REQUESTS
 
@@ -436,7 +437,7 @@ class IntercomClient:
                 )
             raise IntercomError(f"GET {path} answered {status} ({code})", status=status)
         try:
-            return orjson.loads(response.content)
+            return loads_json(response.content)
         except orjson.JSONDecodeError:
             raise IntercomBadResponse(
                 f"GET {path} answered {status} with a body that is not JSON", status=status

@@ -11,9 +11,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from app.intercom.text import is_storable, storable_text
+
 # The store's column sizes. PostgreSQL refuses longer values, which would fail a whole baseline
-# (or a webhook) over one odd teammate, so text is clipped to fit and an overlong id, which
-# cannot be stored at all, makes its object unusable.
+# (or a webhook) over one odd teammate, so display text (names, job titles) is clipped to fit
+# and an overlong id, which cannot be stored at all, makes its object unusable. An email is an
+# identity and is never clipped: one too long to store is the baseline's and the applier's to
+# report (see `app.store.directory.unstorable_reason`).
 MAX_ID_LENGTH = 64
 MAX_TEXT_LENGTH = 512
 MAX_REGION_LENGTH = 16
@@ -32,6 +36,9 @@ def _id_to_str(value: object) -> object:
             raise ValueError("an id cannot be empty")
         if len(stripped) > MAX_ID_LENGTH:
             raise ValueError(f"an id cannot be longer than {MAX_ID_LENGTH} characters")
+        if not stripped.isprintable() and not is_storable(stripped):
+            # Not cleaned like text: "12\x00" made "12" would be another teammate's id.
+            raise ValueError("an id cannot contain control characters or surrogates")
         return stripped
     raise ValueError("an id must be a string or a number")
 
@@ -55,10 +62,21 @@ def _id_list(value: object) -> object:
     return ids
 
 
+def _text(value: object) -> str | None:
+    """Storable text (see `storable_text`); a number or other value as its string."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    # Nearly always printable: checked here, at C speed, before any further call.
+    return text if text.isprintable() else storable_text(text)
+
+
 def _clipped(value: object, limit: int = MAX_TEXT_LENGTH) -> object:
     if value is None:
         return None
     text = value if isinstance(value, str) else str(value)
+    if not text.isprintable():
+        text = storable_text(text)
     return text[:limit]
 
 
@@ -105,10 +123,15 @@ class IntercomAdmin(_Lenient):
             return value
         return None
 
-    @field_validator("name", "email", "job_title", mode="before")
+    @field_validator("name", "job_title", mode="before")
     @classmethod
-    def _text(cls, value: object) -> object:
+    def _display_text(cls, value: object) -> object:
         return _clipped(value)
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: object) -> object:
+        return _text(value)
 
 
 class IntercomTeam(_Lenient):

@@ -9,6 +9,7 @@ import orjson
 
 from app.intercom.activity_types import activity_changes_access
 from app.intercom.models import IntercomAdmin
+from app.intercom.text import loads_json, storable_text
 
 ADMIN_STATE_TOPICS = frozenset(
     {
@@ -64,7 +65,7 @@ def _as_timestamp(value: object) -> int | None:
 def parse_notification(body: bytes) -> Notification:
     """Parse and check the envelope; raises InvalidNotification with a human reason."""
     try:
-        payload = orjson.loads(body)
+        payload = loads_json(body)
     except orjson.JSONDecodeError:
         raise InvalidNotification("the body is not valid JSON") from None
     if not isinstance(payload, dict):
@@ -72,12 +73,16 @@ def parse_notification(body: bytes) -> Notification:
     kind = payload.get("type")
     if kind is not None and kind != "notification_event":
         raise InvalidNotification(f"type is {kind!r}, not 'notification_event'")
-    raw_topic = payload.get("topic")
-    if not isinstance(raw_topic, str) or not raw_topic.strip():
+    topic = payload.get("topic")
+    if isinstance(topic, str):
+        topic = storable_text(topic)  # kept in the inbox, and echoed in its reasons
+    if not isinstance(topic, str) or not topic.strip():
         raise InvalidNotification("the notification has no topic")
     # Trimmed before anything looks at it: " admin.logged_in" is still a sign-in.
-    topic = raw_topic.strip()
+    topic = topic.strip()
     raw_id = payload.get("id")
+    if isinstance(raw_id, str):
+        raw_id = storable_text(raw_id)
     notification_id: str | None
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
         if topic != PING_TOPIC:
@@ -92,6 +97,8 @@ def parse_notification(body: bytes) -> Notification:
     app_id = payload.get("app_id")
     if app_id is not None and not isinstance(app_id, str | int):
         raise InvalidNotification("app_id is not a string")
+    if isinstance(app_id, str):
+        app_id = storable_text(app_id)
     # The inbox columns' limits: longer values cannot be stored (PostgreSQL enforces them).
     if len(topic) > 255:
         raise InvalidNotification("the topic is longer than 255 characters")

@@ -30,8 +30,10 @@ from app.simulator.webhooks import (
     DELIVERY_TIMEOUT_SECONDS,
     build_notification,
     default_item,
+    dumps_json,
     encode_notification,
     intercom_id,
+    loads_json,
     send_webhook_async,
 )
 
@@ -192,7 +194,7 @@ def _query_flag(request: Request, name: str) -> bool:
 
 
 def _control(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type=JSON_CONTENT_TYPE)
+    return Response(dumps_json(payload), status_code=status, media_type=JSON_CONTENT_TYPE)
 
 
 def _control_error(message: str, status: int = 400) -> Response:
@@ -201,7 +203,7 @@ def _control_error(message: str, status: int = 400) -> Response:
 
 async def _read_object(request: Request) -> dict[str, Any]:
     try:
-        data = orjson.loads(await request.body())
+        data = loads_json(await request.body())
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"body is not JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -269,7 +271,7 @@ class _Simulator:
             status = fault.status
         if fault is None or fault.body is None:
             return Response(
-                orjson.dumps(payload), status, headers=headers, media_type=JSON_CONTENT_TYPE
+                dumps_json(payload), status, headers=headers, media_type=JSON_CONTENT_TYPE
             )
         status = fault.status if fault.status is not None else 200
         if fault.body == "not_json":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -149,9 +150,31 @@ def _first_admin(workspace: SimWorkspace) -> SimAdmin | None:
         return first.copy() if first is not None else None
 
 
+def dumps_json(payload: Any) -> bytes:
+    """Compact JSON bytes. Text with an unpaired surrogate (which a test may give a teammate,
+    as Intercom's JSON may carry one as an escape) is written as `\\uXXXX` escapes, which
+    orjson refuses to write: only then the standard library writes it."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def loads_json(body: bytes) -> Any:
+    """Parse JSON, taking unpaired surrogate escapes too (orjson refuses them)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(body)
+        except ValueError:
+            pass
+        raise
+
+
 def encode_notification(envelope: dict[str, Any]) -> bytes:
     """Compact JSON bytes, the exact bytes that get signed and sent."""
-    return orjson.dumps(envelope)
+    return dumps_json(envelope)
 
 
 def webhook_headers(body: bytes, secret: str) -> dict[str, str]:

@@ -6,17 +6,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
+    String,
     Table,
     and_,
     bindparam,
     delete,
     insert,
+    or_,
     select,
     tuple_,
     update,
@@ -46,6 +48,32 @@ USER_FIELDS = (
     "account_type",
 )
 AWAY_FIELDS = ("away_mode_enabled", "away_mode_reassign")
+# An email is an identity, never clipped to fit (spec §9): a teammate whose email is longer
+# than its column is kept as it was and reported, not stored with a cut address.
+MAX_EMAIL_LENGTH = cast(String, User.__table__.c.email.type).length or 0
+
+
+# How far past the receiving clock a notification's `created_at` (or any sign-in time) may lie
+# (spec §9): a little for clocks that disagree, never the far future, which would become a
+# watermark that hides every genuine notification after it.
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+
+
+def lies_in_future(when: datetime, now: datetime) -> bool:
+    """Whether `when` (a notification's time, a sign-in time from any source) is later than
+    `now` allows: such a time is refused, never stored."""
+    return when > now + MAX_FUTURE_SKEW
+
+
+def unstorable_reason(fields: dict[str, Any]) -> str | None:
+    """Why a teammate with these (parsed, sanitised) fields cannot be stored, or None."""
+    email = fields.get("email")
+    if email is not None and len(email) > MAX_EMAIL_LENGTH:
+        return (
+            f"its email is {len(email)} characters long, more than the {MAX_EMAIL_LENGTH} the "
+            "store holds; it is never cut short, so the teammate was left as it was"
+        )
+    return None
 
 
 @dataclass
@@ -168,6 +196,51 @@ def update_users(session: Session, rows: list[dict[str, Any]]) -> None:
     session.connection().execute(
         statement, [{f"b_{key}": value for key, value in row.items()} for row in rows]
     )
+
+
+def users_to_look_at(session: Session, now: datetime) -> tuple[set[str], set[str]]:
+    """(teammates no baseline has listed yet, teammates with a watermark, sign-in, sign-out or
+    removal time past `now` plus the allowed skew): few or none, so asked of the store in one
+    scan rather than found among every teammate loaded for a diff. The second kind is what an
+    earlier release let a far-future notification write."""
+    limit = now + MAX_FUTURE_SKEW
+    limit_ts = int(limit.timestamp())
+    in_future = or_(
+        User.event_watermark > limit_ts,
+        User.away_watermark > limit_ts,
+        User.last_login_at > limit,
+        User.last_logout_at > limit,
+        User.removed_at > limit,
+    )
+    query = select(User.id, User.seen_by_baseline, in_future).where(
+        or_(User.seen_by_baseline.is_(False), in_future)
+    )
+    unseen: set[str] = set()
+    future: set[str] = set()
+    for user_id, seen, ahead in session.connection().execute(query):
+        if not seen:
+            unseen.add(user_id)
+        if ahead:
+            future.add(user_id)
+    return unseen, future
+
+
+def mark_seen_by_baseline(session: Session, user_ids: Iterable[str]) -> None:
+    """A baseline listed these teammates: they are no ghosts (see `User.seen_by_baseline`)."""
+    ids = sorted(user_ids)
+    for start in range(0, len(ids), 400):
+        session.execute(
+            update(User).where(User.id.in_(ids[start : start + 400])).values(seen_by_baseline=True)
+        )
+
+
+def delete_users(session: Session, user_ids: Iterable[str]) -> None:
+    """Delete teammates outright, with their memberships (no tombstone is kept)."""
+    ids = sorted(user_ids)
+    for start in range(0, len(ids), 400):
+        chunk = ids[start : start + 400]
+        session.execute(delete(Membership).where(Membership.user_id.in_(chunk)))
+        session.execute(delete(User).where(User.id.in_(chunk)))
 
 
 def upsert_teams(

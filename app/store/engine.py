@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -117,6 +118,21 @@ class Database:
         self.engine.dispose()
 
 
+def describe_error(exc: BaseException) -> str:
+    """A one-line account of an error for records an operator reads (`/webhook-events`, a
+    run's error): for a failed statement, the driver's error class and its first line, never
+    the SQL text or the bound values (teammates' emails), which SQLAlchemy's message carries."""
+    if isinstance(exc, StatementError):
+        cause = exc.orig if exc.orig is not None else exc
+        first_line = (str(cause).strip().splitlines() or [""])[0][:200]
+        code = getattr(cause, "sqlstate", None)
+        state = f", SQLSTATE {code}" if code else ""
+        return f"the store refused a statement ({type(cause).__name__}{state}: {first_line})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# Every engine is made with `hide_parameters=True`: an error's message and a logged traceback
+# then show no bound values, which are teammates' names and emails (spec §9).
 def create_database(url: str, *, pool_size: int = 10) -> Database:
     """Open the store at `url` (`sqlite:///…` or `postgresql://…`)."""
     normalized = normalize_database_url(url)
@@ -128,6 +144,7 @@ def create_database(url: str, *, pool_size: int = 10) -> Database:
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=False,
+            hide_parameters=True,
         )
         _configure_sqlite(engine)
         write_engine: Engine = engine.execution_options(sqlite_begin="IMMEDIATE")
@@ -140,6 +157,7 @@ def create_database(url: str, *, pool_size: int = 10) -> Database:
             max_overflow=pool_size,
             pool_pre_ping=True,
             pool_recycle=1800,
+            hide_parameters=True,
         )
         write_engine = engine
         read_engine = engine.execution_options(isolation_level="REPEATABLE READ")
@@ -162,8 +180,11 @@ def create_migration_engine(url: str) -> Engine:
         # starting together on one file take turns (the later ones find the schema at head)
         # instead of both creating the same tables.
         engine = create_engine(
-            normalized, poolclass=NullPool, execution_options={"sqlite_begin": "IMMEDIATE"}
+            normalized,
+            poolclass=NullPool,
+            execution_options={"sqlite_begin": "IMMEDIATE"},
+            hide_parameters=True,
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(normalized, poolclass=NullPool)
+    return create_engine(normalized, poolclass=NullPool, hide_parameters=True)

@@ -57,6 +57,8 @@ class RunView:
     error_message: str | None
     # Structured detail of the error, e.g. a blocked run's {"would_remove": [...]}.
     error_details: dict[str, Any] | None = None
+    # Items the run could not store and left as they were (spec §9).
+    warnings: tuple[dict[str, str], ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         error: dict[str, Any] | None = None
@@ -72,6 +74,7 @@ class RunView:
             "finished_at": _iso(self.finished_at),
             "stats": self.stats,
             "error": error,
+            "warnings": [dict(warning) for warning in self.warnings],
         }
 
 
@@ -104,6 +107,7 @@ def _view(run: SyncRun) -> RunView:
         error_code=run.error_code,
         error_message=run.error_message,
         error_details=run.error_details,
+        warnings=tuple(run.warnings or ()),
     )
 
 
@@ -357,6 +361,7 @@ def finish_run(
     error_message: str | None = None,
     error_details: dict[str, Any] | None = None,
     version_after: int | None = None,
+    warnings: list[dict[str, str]] | None = None,
 ) -> RunView:
     """Close a run inside the caller's transaction (so a successful apply and its run record
     commit together)."""
@@ -370,6 +375,8 @@ def finish_run(
     run.error_message = scrub(error_message) if error_message is not None else None
     run.error_details = error_details
     run.version_after = version_after
+    if warnings:
+        run.warnings = warnings
     session.flush()
     return _view(run)
 

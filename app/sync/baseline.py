@@ -4,6 +4,10 @@ Fetching happens first and completely; only then does one transaction compare th
 workspace with the store and write the difference (reliability rule R7). Unchanged rows are not
 touched, so a baseline that finds nothing new leaves the version, and every ETag, as it was.
 A teammate that a webhook changed after this fetch began is left alone: the webhook is newer.
+
+Spec §9: what Intercom lists but the store cannot hold is left as it was and reported as a
+run warning; teammates only webhooks announced ("ghosts") are removed without counting
+toward the mass-removal brake; times an earlier release let lie in the future are repaired.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -40,6 +45,10 @@ from app.store.versioning import (
 logger = logging.getLogger(__name__)
 
 MASS_REMOVAL_MIN_USERS = 5
+# How long a ghost's tombstone is kept after the last notification about it (the default of
+# WEBHOOK_RETENTION_DAYS, which the service passes).
+GHOST_TOMBSTONE_DAYS = timedelta(days=7)
+_EMAIL = itemgetter("email")
 FORCE_HINT = "POST /resync?force=true, or intercom-sync sync --force"
 
 
@@ -96,6 +105,8 @@ class BaselineResult:
     version_after: int
     changes: ChangeSet = field(default_factory=ChangeSet)
     unknown_references: int = 0
+    # Items Intercom listed that the store cannot hold, left as they were (spec §9).
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
 
 class MassRemovalBlocked(Exception):
@@ -182,6 +193,7 @@ def apply_baseline(
     *,
     force: bool = False,
     max_removal_fraction: float = 0.25,
+    keep_ghost_tombstones_for: timedelta = GHOST_TOMBSTONE_DAYS,
 ) -> BaselineResult:
     """Make the store equal to `fetched`, in the caller's transaction. Raises
     MassRemovalBlocked when the brake applies, and WorkspaceChanged when `fetched` is another
@@ -192,25 +204,45 @@ def apply_baseline(
     # apply's CPU and ~50 % of a no-change one's (nothing measurable at 10k).
     with gc_paused(), bulk_write_cache(session):
         return _apply_baseline(
-            session, fetched, force=force, max_removal_fraction=max_removal_fraction
+            session,
+            fetched,
+            force=force,
+            max_removal_fraction=max_removal_fraction,
+            keep_ghost_tombstones_for=keep_ghost_tombstones_for,
         )
 
 
 def _apply_baseline(
-    session: Session, fetched: FetchedWorkspace, *, force: bool, max_removal_fraction: float
+    session: Session,
+    fetched: FetchedWorkspace,
+    *,
+    force: bool,
+    max_removal_fraction: float,
+    keep_ghost_tombstones_for: timedelta,
 ) -> BaselineResult:
     state = lock_store_state(session)
-    plan = plan_baseline(session, state, fetched, max_removal_fraction=max_removal_fraction)
+    plan = plan_baseline(
+        session,
+        state,
+        fetched,
+        max_removal_fraction=max_removal_fraction,
+        keep_ghost_tombstones_for=keep_ghost_tombstones_for,
+    )
     if plan.blocked is not None and not force:
         raise plan.blocked
     version, current = plan.version, plan.current
 
-    # Writes, in an order the foreign keys accept.
+    # Writes, in an order the foreign keys accept; repairs before the updates that may
+    # re-activate the same rows.
+    store.update_users(session, plan.repairs.served)
+    store.update_users(session, plan.repairs.bookkeeping)
     store.upsert_teams(session, plan.new_teams, plan.renamed, version=version)
     store.upsert_roles(session, plan.new_roles, plan.renamed_roles, version=version)
     store.insert_users(session, plan.new_users, version=version)
     store.update_users(session, plan.changed_rows)
+    store.mark_seen_by_baseline(session, plan.newly_seen)
     store.remove_memberships(session, plan.pairs_removed)
+    store.delete_users(session, plan.expired_ghosts)
     store.add_memberships(
         session, plan.pairs_added, into_empty_store=not current.users and not current.memberships
     )
@@ -222,7 +254,12 @@ def _apply_baseline(
     state.workspace_region = fetched.workspace.region
     version_after = record_changes(session, state, plan.changes, at=plan.now)
     return BaselineResult(
-        plan.stats, plan.version_before, version_after, plan.changes, plan.unknown_references
+        plan.stats,
+        plan.version_before,
+        version_after,
+        plan.changes,
+        plan.unknown_references,
+        plan.warnings,
     )
 
 
@@ -249,10 +286,19 @@ class BaselinePlan:
     changed_rows: list[dict[str, Any]]
     pairs_added: set[tuple[str, str]]
     pairs_removed: set[tuple[str, str]]
+    repairs: _Repairs  # times an earlier release let lie in the future
+    newly_seen: set[str]  # teammates a baseline lists for the first time
+    expired_ghosts: set[str]  # ghost tombstones no delivery can still come for
+    warnings: list[dict[str, str]]  # teammates left as they were, and why
 
 
 def plan_baseline(
-    session: Session, state: StoreState, fetched: FetchedWorkspace, *, max_removal_fraction: float
+    session: Session,
+    state: StoreState,
+    fetched: FetchedWorkspace,
+    *,
+    max_removal_fraction: float,
+    keep_ghost_tombstones_for: timedelta = GHOST_TOMBSTONE_DAYS,
 ) -> BaselinePlan:
     """The diff `apply_baseline` writes, reading the store only. Raises WorkspaceChanged when
     `fetched` is another workspace than the store's."""
@@ -276,15 +322,58 @@ def plan_baseline(
         for user in current.users.values()
         if user.event_applied_at is not None and user.event_applied_at >= fetched.fetch_started_at
     }
+    # Teammates Intercom listed but the store cannot hold: left as they are, and reported.
+    # (The longest email first, at C speed: nearly always there is nothing to look for.)
+    longest = max(map(len, filter(None, map(_EMAIL, wanted_users.values()))), default=0)
+    unstorable = (
+        {
+            uid: reason
+            for uid, wanted in wanted_users.items()
+            if (reason := store.unstorable_reason(wanted)) is not None
+        }
+        if longest > store.MAX_EMAIL_LENGTH
+        else {}
+    )
+    # Rows this run leaves as they are (and, when they are active, keeps present).
+    kept = newer_by_webhook | set(unstorable) if unstorable else newer_by_webhook
+    warnings = [
+        {"resource_type": USER, "id": uid, "reason": reason} for uid, reason in unstorable.items()
+    ]
+    for warning in warnings:
+        logger.warning("teammate %s was left as it was: %s", warning["id"], warning["reason"])
 
+    # Teammates only webhooks ever announced, that Intercom does not list: ghosts (a stale,
+    # replayed or forged "added", or a removal of someone the store never knew). They do not
+    # count toward the brake, on either side of its fraction. An active ghost is removed like
+    # anyone else: its tombstone holds back a late or replayed "added" of the same or an
+    # earlier time. A ghost's tombstone is deleted outright once no delivery can plausibly
+    # still come for it: when no notification has touched it for `keep_ghost_tombstones_for`
+    # (the inbox keeps deliveries, and so deduplicates replays, that long).
+    unseen, in_future = store.users_to_look_at(session, now)
+    ghosts = unseen - wanted_users.keys() - newer_by_webhook if unseen else set()
+    expire_before = now - keep_ghost_tombstones_for
+    expired_ghosts = {
+        uid
+        for uid in ghosts
+        if not current.users[uid].active
+        and (current.users[uid].event_applied_at or now) < expire_before
+    }
     active_ids = {uid for uid, user in current.users.items() if user.active}
-    to_remove = sorted(active_ids - wanted_users.keys() - newer_by_webhook)
+    to_remove = sorted(active_ids - wanted_users.keys() - newer_by_webhook - ghosts)
     blocked = _mass_removal_brake(
         [_who(uid, current.users[uid].fields) for uid in to_remove],
-        len(active_ids),
+        len(active_ids - ghosts),
         len(wanted_users),
         max_removal_fraction,
     )
+    to_remove += sorted(active_ids & ghosts)
+    repairs = _future_repairs(current, in_future - expired_ghosts, now)
+    for repair in repairs.served:
+        if current.users[repair["id"]].active:
+            changes.upsert(USER, repair["id"])
+        else:
+            changes.delete(USER, repair["id"])
+        repair["updated_version"] = version
 
     # Teams first: memberships refer to them.
     new_teams = {tid: name for tid, name in wanted_teams.items() if tid not in current.teams}
@@ -300,7 +389,7 @@ def plan_baseline(
     new_users: list[tuple[str, dict[str, Any]]] = []
     changed_rows: list[dict[str, Any]] = []
     for uid, wanted in wanted_users.items():
-        if uid in newer_by_webhook:
+        if uid in kept:
             continue
         existing = current.users.get(uid)
         if existing is None:
@@ -323,15 +412,17 @@ def plan_baseline(
         )
         changes.delete(USER, uid)
         stats.users_removed += 1
+    for uid in expired_ghosts:
+        changes.delete(USER, uid)  # served under `include_removed` until now
 
     # Memberships: both sides of the relation, limited to what exists after this run.
-    present_users = (set(wanted_users) - newer_by_webhook) | {
-        uid for uid in newer_by_webhook if current.users[uid].active
+    present_users = (set(wanted_users) - kept) | {
+        uid for uid in kept if uid in current.users and current.users[uid].active
     }
     # Comprehensions rather than loops of `set.add`: ~100,000 pairs at 10k teammates.
     wanted_pairs = {(team.id, uid) for team in fetched.teams for uid in team.admin_ids}
     wanted_pairs.update([(tid, admin.id) for admin in fetched.admins for tid in admin.team_ids])
-    takes_fetched = present_users - newer_by_webhook
+    takes_fetched = present_users - kept
     usable = {pair for pair in wanted_pairs if pair[0] in wanted_teams and pair[1] in takes_fetched}
     # A pair not usable names a team or teammate Intercom did not list, or a teammate a newer
     # webhook owns; only the first kind is reported.
@@ -342,11 +433,9 @@ def plan_baseline(
     )
     if unknown:
         logger.warning("ignored %d memberships naming unknown teammates or teams", unknown)
-    if newer_by_webhook:
+    if kept:
         usable.update(
-            (tid, uid)
-            for tid, uid in current.memberships
-            if uid in newer_by_webhook and tid in wanted_teams
+            (tid, uid) for tid, uid in current.memberships if uid in kept and tid in wanted_teams
         )
     pairs_added = usable - current.memberships
     pairs_removed = current.memberships - usable
@@ -375,10 +464,12 @@ def plan_baseline(
             fetched.roles_supported
             and admin.role
             and admin.id in present_users
-            and admin.id not in newer_by_webhook
+            and admin.id not in kept
         ):
             role_names[admin.role.id] = admin.role.name
-    for uid in newer_by_webhook:
+    for uid in kept:
+        if uid not in current.users:
+            continue
         kept_role = current.users[uid].fields.get("role_id")
         if kept_role and current.users[uid].active and kept_role not in role_names:
             role_names[kept_role] = current.roles.get(kept_role)
@@ -427,7 +518,50 @@ def plan_baseline(
         changed_rows=changed_rows,
         pairs_added=pairs_added,
         pairs_removed=pairs_removed,
+        repairs=repairs,
+        newly_seen=unseen & wanted_users.keys(),
+        expired_ghosts=expired_ghosts,
+        warnings=warnings,
     )
+
+
+@dataclass
+class _Repairs:
+    """Rows an earlier release let a notification from the far future poison."""
+
+    served: list[dict[str, Any]] = field(default_factory=list)  # a served value changes
+    bookkeeping: list[dict[str, Any]] = field(default_factory=list)  # only watermarks change
+
+
+def _future_repairs(current: store.Directory, user_ids: set[str], now: datetime) -> _Repairs:
+    """Watermarks and sign-in or removal times later than `now` plus the allowed clock skew:
+    a watermark that lies in the future makes every genuine notification look older than it,
+    and a sign-in time there hides every real one. Watermarks are cleared (the next
+    notification sets them again), sign-in times cleared, removal times set to now."""
+    limit = now + store.MAX_FUTURE_SKEW
+    limit_ts = int(limit.timestamp())
+    repairs = _Repairs()
+    for uid in sorted(user_ids):
+        user = current.users[uid]
+        row: dict[str, Any] = {
+            "id": uid,
+            "event_watermark": _unless_future(user.event_watermark, limit_ts),
+            "away_watermark": _unless_future(user.away_watermark, limit_ts),
+            "last_logout_at": _unless_future(user.last_logout_at, limit),
+        }
+        login = _unless_future(user.last_login_at, limit)
+        removed_at = now if user.removed_at is not None and user.removed_at > limit else None
+        if login != user.last_login_at or removed_at is not None:
+            row.update(last_login_at=login, removed_at=removed_at or user.removed_at)
+            repairs.served.append(row)
+        else:
+            repairs.bookkeeping.append(row)
+        logger.warning("teammate %s had times in the future; cleared them", uid)
+    return repairs
+
+
+def _unless_future(value: Any, limit: Any) -> Any:
+    return None if value is not None and value > limit else value
 
 
 def _who(user_id: str, fields: dict[str, Any]) -> dict[str, str | None]:

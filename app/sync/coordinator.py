@@ -32,7 +32,7 @@ from app.logging_setup import run_id_var
 from app.metrics import SYNC_DURATION, SYNC_RUNS
 from app.settings import Settings
 from app.store import sync_runs
-from app.store.engine import Database
+from app.store.engine import Database, describe_error
 from app.store.models import utcnow
 from app.store.sync_runs import RunView
 from app.store.versioning import current_version, read_store_state
@@ -321,7 +321,7 @@ class SyncCoordinator:
             return await self._finish(
                 run_id,
                 "failed",
-                error=("internal_error", f"{type(exc).__name__}: {exc}"),
+                error=("internal_error", describe_error(exc)),
                 exc_info=exc,
             )
         if self._on_version_change is not None:
@@ -335,6 +335,7 @@ class SyncCoordinator:
                 fetched,
                 force=force,
                 max_removal_fraction=self._settings.max_removal_fraction,
+                keep_ghost_tombstones_for=timedelta(days=self._settings.webhook_retention_days),
             )
             state = read_store_state(session)
             state.last_sync_at = utcnow()
@@ -344,18 +345,21 @@ class SyncCoordinator:
                 status="succeeded",
                 stats=result.stats.as_dict(),
                 version_after=result.version_after,
+                warnings=result.warnings,
             )
         # Fields rather than a dict's repr, so that a JSON log can be queried by them.
         logger.info(
-            "sync run %s succeeded: version %s -> %s",
+            "sync run %s succeeded: version %s -> %s, %d warnings",
             run_id,
             result.version_before,
             result.version_after,
+            len(result.warnings),
             extra={
                 "sync_status": "succeeded",
                 "version_before": result.version_before,
                 "version_after": result.version_after,
                 **result.stats.as_dict(),
+                "warnings": len(result.warnings),
             },
         )
         return view

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -23,7 +24,7 @@ from app.intercom.notifications import parse_notification
 from app.metrics import APPLY_LAG, WEBHOOK_EVENTS_APPLIED
 from app.settings import Settings
 from app.store import inbox, sync_runs
-from app.store.engine import Database
+from app.store.engine import Database, describe_error
 from app.store.models import utcnow
 from app.store.versioning import (
     ChangeSet,
@@ -33,7 +34,14 @@ from app.store.versioning import (
     record_changes,
 )
 from app.store.workset import TeammateWorkset
-from app.webhooks.apply import APPLIED, DEFERRED, IGNORED, EventOutcome, apply_notification
+from app.webhooks.apply import (
+    APPLIED,
+    DEFERRED,
+    IGNORED,
+    REJECTED,
+    EventOutcome,
+    apply_notification,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +83,14 @@ def apply_pending_batch(
         return _apply_batch(
             db, expected_app_id=expected_app_id, limit=limit, isolate=False, window=window
         )
-    except Exception:
-        logger.warning("a webhook batch failed; replaying it event by event", exc_info=True)
+    except Exception as exc:
+        # A refused statement needs no traceback (and its message names no values: the
+        # engine hides them); anything else is a bug worth one.
+        logger.warning(
+            "a webhook batch failed (%s); replaying it event by event",
+            describe_error(exc),
+            exc_info=not isinstance(exc, StatementError),
+        )
         return _apply_batch(
             db, expected_app_id=expected_app_id, limit=limit, isolate=True, window=window
         )
@@ -176,11 +190,16 @@ def _apply_together(
     outcomes: Outcomes = [
         (
             apply_notification(
-                workset, notification, version=version, now=now, expected_app_id=app_id
+                workset,
+                notification,
+                version=version,
+                now=now,
+                expected_app_id=app_id,
+                received_at=event.received_at,
             ),
             None,
         )
-        for notification in notifications
+        for event, notification in zip(events, notifications, strict=True)
     ]
     workset.flush()
     return outcomes
@@ -207,12 +226,15 @@ def _apply_each_alone(
                 version=version,
                 now=now,
                 expected_app_id=app_id,
+                received_at=event.received_at,
             )
             workset.flush()
         except Exception as exc:
             savepoint.rollback()
-            logger.warning("webhook event %s failed: %s", event.notification_id, exc)
-            outcomes.append((None, f"{type(exc).__name__}: {exc}"))
+            # Recorded in /webhook-events: no SQL text, no bound values.
+            reason = describe_error(exc)
+            logger.warning("webhook event %s failed: %s", event.notification_id, reason)
+            outcomes.append((None, reason))
             continue
         savepoint.commit()
         outcomes.append((outcome, None))
@@ -223,7 +245,7 @@ def _mark(
     event: inbox.PendingEvent, outcome: EventOutcome | None, error: str | None, now: datetime
 ) -> dict[str, Any]:
     attempts = event.attempts + 1
-    if outcome is not None and outcome.status in (APPLIED, IGNORED):
+    if outcome is not None and outcome.status in (APPLIED, IGNORED, REJECTED):
         return {
             "id": event.id,
             "status": outcome.status,

@@ -36,11 +36,12 @@ from app.sync.baseline import user_fields_from_admin
 APPLIED = "applied"
 IGNORED = "ignored"
 DEFERRED = "deferred"
+REJECTED = "rejected"
 
 
 @dataclass
 class EventOutcome:
-    status: str  # applied | ignored | deferred
+    status: str  # applied | ignored | deferred | rejected
     reason: str | None = None
     changes: ChangeSet = field(default_factory=ChangeSet)
     needs_refresh: bool = False
@@ -50,6 +51,19 @@ def _when(created_at: int) -> datetime:
     return datetime.fromtimestamp(created_at, UTC)
 
 
+def future_reason(created_at: int | None, received_at: datetime) -> str | None:
+    """Why a notification created this far after its receipt is applied to nothing, or None.
+    Its `created_at` would become the teammate's watermark (or sign-in time) and hide every
+    genuine notification until then (spec §9)."""
+    if created_at is None or not store.lies_in_future(_when(created_at), received_at):
+        return None
+    skew = int(store.MAX_FUTURE_SKEW.total_seconds() // 60)
+    return (
+        f"created_at {_when(created_at):%Y-%m-%dT%H:%M:%SZ} is more than {skew} minutes after "
+        f"the notification was received ({received_at:%Y-%m-%dT%H:%M:%SZ}); applied to nothing"
+    )
+
+
 def apply_notification(
     workset: TeammateWorkset,
     notification: Notification,
@@ -57,11 +71,17 @@ def apply_notification(
     version: int,
     now: datetime,
     expected_app_id: str | None,
+    received_at: datetime | None = None,
 ) -> EventOutcome:
     """Apply one notification to `workset` (the caller flushes it in its transaction).
-    `version` is the version the transaction will commit as, stamped on changed rows."""
+    `version` is the version the transaction will commit as, stamped on changed rows;
+    `received_at` is when the delivery arrived (`now` if not given)."""
     if expected_app_id and notification.app_id and notification.app_id != expected_app_id:
         return EventOutcome(IGNORED, f"notification for workspace {notification.app_id}")
+    # Receipt refuses these already; one stored by an earlier release is refused here.
+    future = future_reason(notification.created_at, received_at or now)
+    if future is not None:
+        return EventOutcome(REJECTED, future)
     topic = notification.topic
     if topic == ACTIVITY_LOG_TOPIC:
         if activity_needs_refresh(notification.item):
@@ -118,8 +138,11 @@ def _apply_added(
             "the teammate was removed after this notification was created",
             needs_refresh=True,
         )
-    outcome = EventOutcome(APPLIED)
     fields = user_fields_from_admin(admin, roles_supported=False)
+    unstorable = store.unstorable_reason(fields)
+    if unstorable is not None:
+        return EventOutcome(IGNORED, unstorable)
+    outcome = EventOutcome(APPLIED)
     # Webhook payloads carry no role: keep what the last baseline said.
     fields["role_id"] = user.fields["role_id"] if user is not None and user.active else None
     away_watermark = created_at
@@ -133,7 +156,16 @@ def _apply_added(
         "event_applied_at": now,
     }
     if user is None:
-        workset.insert_user({"id": admin.id, **fields, **bookkeeping, "updated_version": version})
+        # Not seen by a baseline: the next one removes them unless Intercom lists them.
+        workset.insert_user(
+            {
+                "id": admin.id,
+                **fields,
+                **bookkeeping,
+                "updated_version": version,
+                "seen_by_baseline": False,
+            }
+        )
         outcome.changes.upsert(USER, admin.id)
     else:
         values: dict[str, Any] = {**bookkeeping}
@@ -174,7 +206,11 @@ def _apply_removed(
     bookkeeping = {"event_watermark": created_at, "event_applied_at": now}
     if user is None:
         # Keep a tombstone with the watermark, so a late, older "added" cannot resurrect them.
+        # (A ghost's: a baseline deletes it once no notification touched it for the time the
+        # inbox keeps deliveries.)
         fields = user_fields_from_admin(admin, roles_supported=False)
+        if store.unstorable_reason(fields) is not None:
+            fields["email"] = None  # never cut short; the removal itself must still apply
         workset.insert_user(
             {
                 "id": admin.id,
@@ -183,6 +219,7 @@ def _apply_removed(
                 "away_watermark": created_at,
                 "removed_at": _when(created_at),
                 "updated_version": version,
+                "seen_by_baseline": False,
             }
         )
         outcome = EventOutcome(APPLIED, "teammate was not known; tombstone recorded")
@@ -236,6 +273,8 @@ def _removal_fields(
     keys = set(sent)
     parsed = user_fields_from_admin(admin, roles_supported=False)
     profile = ("name", "email", "job_title", "has_inbox_seat")
+    if store.unstorable_reason(parsed) is not None:
+        keys.discard("email")  # never cut short: the tombstone keeps the email it had
     fields = {name: parsed[name] for name in profile if name in keys}
     if "email" in keys:
         fields["account_type"] = parsed["account_type"]

@@ -23,6 +23,7 @@ from app.services import Services
 from app.store import inbox
 from app.store.inbox import NewEvent
 from app.store.models import utcnow
+from app.webhooks.apply import future_reason
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,10 @@ async def _take(services: Services, body: bytes | None, signatures: Sequence[str
         status, reason = inbox.IGNORED, f"topic {notification.topic} is not handled"
     elif expected and notification.app_id and notification.app_id != expected:
         status, reason = inbox.IGNORED, f"notification for workspace {notification.app_id}"
+    elif (future := future_reason(notification.created_at, received_at)) is not None:
+        # Kept for an operator to see, applied to nothing; answered 200 all the same, since
+        # Intercom's one retry would bring the same time again (stored once, a duplicate).
+        status, reason = inbox.REJECTED, future
     if reason:
         logger.info("ignoring webhook %s: %s", notification.id, reason)
     stored = await services.inbox_writer.store(
