@@ -35,6 +35,7 @@ from app.store.versioning import (
     membership_grant_id,
     record_changes,
     role_grant_id,
+    set_workspace,
 )
 
 logger = logging.getLogger(__name__)
@@ -353,9 +354,14 @@ def _apply_baseline(
     store.delete_teams(session, gone_teams)
     store.delete_roles(session, gone_roles)
 
-    state.workspace_id = fetched.workspace.id_code
-    state.workspace_name = fetched.workspace.name
-    state.workspace_region = fetched.workspace.region
+    set_workspace(
+        session,
+        state,
+        changes,
+        workspace_id=fetched.workspace.id_code,
+        name=fetched.workspace.name,
+        region=fetched.workspace.region,
+    )
     version_after = record_changes(session, state, changes, at=now)
     return BaselineResult(stats, version_before, version_after, changes, unknown)
 
