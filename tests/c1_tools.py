@@ -6,7 +6,7 @@ the file it follows:
 
 - baton-sql: ConductorOne/baton-sql, `pkg/bcel/bcel.go`, `pkg/bcel/helpers.go`,
   `pkg/bsql/query.go`, `pkg/bsql/resources.go`, `pkg/bsql/entitlements.go`,
-  `pkg/bsql/grants.go`, `pkg/bsql/helpers.go`.
+  `pkg/bsql/grants.go`, `pkg/bsql/helpers.go`, `pkg/database/database.go`.
 - baton-http: its source is not public; its rules are those of the authoring guide,
   ConductorOne/docs `developer/http-authoring.mdx` (the `cel:` and `tmpl:` prefixes, `item`
   and `resource` in expressions, `items_path`, cursor paging, static entitlements, grants,
@@ -64,6 +64,25 @@ def cel_eval(expression: str, variables: dict[str, Any]) -> Any:
 
 
 # -- baton-sql -------------------------------------------------------------------------------
+
+# pkg/database/database.go, DSNREnvRegex: the only placeholder form; there is no default value
+# syntax (`${VAR:-x}` is not a placeholder and stays in the DSN as written).
+DSN_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+
+
+def expand_dsn(dsn: str, env: dict[str, str]) -> str:
+    """pkg/database/database.go, updateFromEnv (older releases) and expandDSN (current ones):
+    every `${VAR}` is the variable's value, and an unset variable fails the connection with
+    "environment variable VAR is not set", all of them named. Values are substituted as text,
+    as older releases do; current ones escape each into its part of the URL, which gives the
+    same URL for the values the tests use (no URL-reserved characters)."""
+    missing = [name for name in DSN_PLACEHOLDER.findall(dsn) if name not in env]
+    if missing:
+        raise BatonSqlError(
+            "\n".join(f"environment variable {name} is not set" for name in missing)
+        )
+    return DSN_PLACEHOLDER.sub(lambda m: env[m.group(1)], dsn)
+
 
 # pkg/bcel/helpers.go, preprocessExpressions: a bare word is a string literal; `.name` not
 # preceded by a letter, digit or `_` is the column `cols['name']`.

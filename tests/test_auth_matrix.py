@@ -26,6 +26,9 @@ READ_ROUTES: list[Route] = [
     ("GET", "/api/v1/roles"),
     ("GET", "/api/v1/roles/1"),
     ("GET", "/api/v1/roles/1/members"),
+    ("GET", "/api/v1/workspaces"),
+    ("GET", "/api/v1/workspaces/{workspace}"),
+    ("GET", "/api/v1/workspaces/{workspace}/members"),
     ("GET", "/api/v1/grants"),
     ("GET", "/api/v1/changes?since=0"),
 ]
@@ -75,7 +78,11 @@ class Caller:
         self.http = httpx.Client(base_url=service.url, timeout=30)
         with sim.workspace.lock:
             team = next(iter(sim.workspace.teams.values()))
-            self.ids = {"team": team.id, "user": team.admin_ids[0]}
+            self.ids = {
+                "team": team.id,
+                "user": team.admin_ids[0],
+                "workspace": sim.workspace.id_code,
+            }
 
     def close(self) -> None:
         self.http.close()

@@ -172,7 +172,8 @@ class TestDiff:
         admin = human_with_teams(sim)
         with service.client() as client:
             old = snapshot(client)["version"]
-            assert len(grants_of(snapshot(client), admin.id)) == len(admin.team_ids)
+            # A grant per team, and the workspace's `member` grant (spec §3.3).
+            assert len(grants_of(snapshot(client), admin.id)) == len(admin.team_ids) + 1
             sim.workspace.remove_admin(admin.id)
 
             run = resync(service)
@@ -195,7 +196,10 @@ class TestDiff:
 
             feed = client.get("/api/v1/changes", params={"since": old}).json()
             ops = {(c["resource_type"], c["resource_id"], c["op"]) for c in feed["changes"]}
-            assert ops == {("user", admin.id, "delete")} | {
+            assert ops == {
+                ("user", admin.id, "delete"),
+                ("grant", f"workspace:{sim.workspace.id_code}:member:user:{admin.id}", "delete"),
+            } | {
                 ("grant", f"team:{tid}:member:user:{admin.id}", "delete") for tid in admin.team_ids
             }
 

@@ -104,7 +104,13 @@ def test_a_bulk_first_baseline_leaves_what_the_checked_insert_leaves(
         session.execute(text("DELETE FROM change_log"))
         session.execute(text('DELETE FROM "user"'))
         session.execute(text("DELETE FROM team"))
-        session.execute(text("UPDATE store_state SET version = 0"))
+        # As a new store's: no version, no workspace named yet.
+        session.execute(
+            text(
+                "UPDATE store_state SET version = 0, workspace_id = NULL, "
+                "workspace_name = NULL, workspace_region = NULL"
+            )
+        )
 
     monkeypatch.setattr(directory, "BULK_LOAD_MIN_ROWS", 1)
     with store.writing() as session:

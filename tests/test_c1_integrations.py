@@ -4,9 +4,10 @@
 placeholders, type conversion and trait mapping mirrored from baton-sql's source and
 baton-http's authoring guide, each rule citing its file): the baton-http file against a
 running service, the baton-sql file on the test's migrated, synced store (SQLite, or
-PostgreSQL with TEST_DATABASE_URL). Both must yield exactly the users, teams, roles,
-entitlements, grants and profile strings of `/api/v1/snapshot`, and every YAML key must be one
-its tool knows."""
+PostgreSQL with TEST_DATABASE_URL, connected through the file's own DSN). Both must yield
+exactly the users, teams, roles, workspace, entitlements, grants and profile values (as the
+strings the tools store) of `/api/v1/snapshot`, and every YAML key must be one its tool
+knows."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import httpx
 import pytest
 import yaml
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from app.main import create_app
 from app.simulator import SimulatorServer
@@ -31,6 +33,7 @@ from tests.c1_tools import (
     BatonSql,
     BatonSqlError,
     clamp_page_size,
+    expand_dsn,
     go_percent_s,
     parse_time,
     prepare_query,
@@ -126,6 +129,7 @@ def expected_resources(body: dict[str, Any]) -> dict[str, dict[str, str]]:
         "user": {u["id"]: u["display_name"] for u in body["users"]},
         "team": {t["id"]: t["display_name"] for t in body["teams"]},
         "role": {r["id"]: r["display_name"] for r in body["roles"]},
+        "workspace": {w["id"]: w["display_name"] for w in body["workspaces"]},
     }
 
 
@@ -194,9 +198,11 @@ class TestBatonHttp:
             "user": ["user"],
             "team": ["group"],
             "role": ["role"],
+            "workspace": [],
         }
         assert [e["id"] for e in types["team"]["static_entitlements"]] == ["member"]
         assert [e["id"] for e in types["role"]["static_entitlements"]] == ["assigned"]
+        assert [e["id"] for e in types["workspace"]["static_entitlements"]] == ["member"]
         # The guide shows `resource` in entitlements and URL templates, not in skip_if: none
         # is needed, since every grant list is one resource's own.
         assert all("skip_if" not in block["response"] for _, block in http_requests(config))
@@ -289,8 +295,13 @@ class TestBatonHttp:
         }
         assert entitlements == {e["id"]: e["display_name"] for e in body["entitlements"]}
         assert grants == {g["id"] for g in body["grants"]}
-        # One list per resource type and one member list per team and role, each paged.
-        assert tool.pages > len(body["teams"]) + len(body["roles"]) + 3
+        # One list per resource type and one member list per team, role and workspace.
+        assert tool.pages > len(body["teams"]) + len(body["roles"]) + 4
+        # The workspace's grants are every active teammate's, read from its member pages.
+        (workspace,) = body["workspaces"]
+        assert {g for g in grants if g.startswith("workspace:")} == {
+            f"workspace:{workspace['id']}:member:user:{u['id']}" for u in body["users"]
+        }
 
 
 # -- baton-sql -------------------------------------------------------------------------------
@@ -335,12 +346,72 @@ class TestBatonSqlRules:
         assert clamp_page_size(0, 250) == 250
 
 
+DSN_VARIABLES = {
+    "INTERCOM_SYNC_DB_HOST",
+    "INTERCOM_SYNC_DB_PORT",
+    "INTERCOM_SYNC_DB_NAME",
+    "INTERCOM_SYNC_DB_USER",
+    "INTERCOM_SYNC_DB_PASSWORD",
+    "INTERCOM_SYNC_DB_SSLMODE",
+}
+
+
+def dsn_env(database_url: str, sslmode: str) -> dict[str, str]:
+    """The variables that point the DSN at a PostgreSQL store's URL."""
+    url = make_url(database_url)
+    return {
+        "INTERCOM_SYNC_DB_HOST": url.host or "",
+        "INTERCOM_SYNC_DB_PORT": str(url.port or 5432),
+        "INTERCOM_SYNC_DB_NAME": url.database or "",
+        "INTERCOM_SYNC_DB_USER": url.username or "",
+        "INTERCOM_SYNC_DB_PASSWORD": url.password or "",
+        "INTERCOM_SYNC_DB_SSLMODE": sslmode,
+    }
+
+
+def sql_connection_url(config: dict[str, Any], database_url: str) -> str:
+    """Where the tool connects: on PostgreSQL through the file's DSN expanded as baton-sql
+    expands it (the test cluster runs on a port of its own, without TLS); on SQLite, which no
+    baton-sql release opens, the test's store itself, so the queries still run there."""
+    if make_url(database_url).get_backend_name() != "postgresql":
+        return normalize_database_url(database_url)
+    dsn = expand_dsn(config["connect"]["dsn"], dsn_env(database_url, "disable"))
+    return normalize_database_url(dsn)
+
+
 class TestBatonSql:
+    def test_the_dsn_takes_host_port_database_credentials_and_sslmode_each_from_a_variable(
+        self,
+    ) -> None:
+        dsn = load(SQL_CONFIG)["connect"]["dsn"]
+        assert set(ENV_VAR.findall(dsn)) == DSN_VARIABLES
+        assert set(ENV_VAR.findall(SQL_CONFIG.read_text())) == DSN_VARIABLES
+        env = {
+            "INTERCOM_SYNC_DB_HOST": "db.internal",
+            "INTERCOM_SYNC_DB_PORT": "5499",
+            "INTERCOM_SYNC_DB_NAME": "intercom_sync",
+            "INTERCOM_SYNC_DB_USER": "c1_reader",
+            "INTERCOM_SYNC_DB_PASSWORD": "s3cret",
+            "INTERCOM_SYNC_DB_SSLMODE": "verify-full",
+        }
+        url = make_url(expand_dsn(dsn, env))
+        # No release opens SQLite: the DSN is PostgreSQL's (pkg/database/database.go).
+        assert url.drivername == "postgres"
+        assert (url.host, url.port, url.database) == ("db.internal", 5499, "intercom_sync")
+        assert (url.username, url.password) == ("c1_reader", "s3cret")
+        assert dict(url.query) == {"sslmode": "verify-full"}
+        # Nothing is fixed in the file: a port of 5432 or an sslmode comes from a variable.
+        assert ":5432" not in dsn
+        assert "sslmode=require" not in dsn
+        # baton-sql has no defaults: an unset variable stops it, naming the variable.
+        with pytest.raises(BatonSqlError, match="environment variable INTERCOM_SYNC_DB_PORT"):
+            expand_dsn(dsn, {k: v for k, v in env.items() if k != "INTERCOM_SYNC_DB_PORT"})
+
     def test_the_file_is_a_baton_sql_config_over_the_reader_view_and_tables(self) -> None:
         config = load(SQL_CONFIG)
         assert config["app_name"]
         assert ENV_VAR.search(config["connect"]["dsn"]), "credentials come from the environment"
-        assert set(config["resource_types"]) == {"user", "team", "role"}
+        assert set(config["resource_types"]) == {"user", "team", "role", "workspace"}
         everything = SQL_CONFIG.read_text()
         # Teammates only through c1_user (active, text columns), never the raw table.
         assert not re.search(r'(?i)\b(from|join)\s+("user"|user)\b', everything)
@@ -353,7 +424,7 @@ class TestBatonSql:
     ) -> None:
         _, body = synced
         config = load(SQL_CONFIG)
-        engine = create_engine(normalize_database_url(database_url))
+        engine = create_engine(sql_connection_url(config, database_url))
         try:
             # Small pages, so the cursor is really followed.
             tool = BatonSql(engine, config, page_size=4)
@@ -412,7 +483,7 @@ class TestBatonSql:
         }
         assert entitlements == {e["id"]: e["display_name"] for e in body["entitlements"]}
         assert grants == {g["id"] for g in body["grants"]}
-        assert tool.queries > len(body["teams"]) + len(body["roles"])
+        assert tool.queries > len(body["teams"]) + len(body["roles"]) + 1
 
     def test_the_reader_view_is_what_the_raw_table_would_garble(
         self, synced: tuple[ServiceServer, dict[str, Any]], database_url: str

@@ -25,6 +25,7 @@ from tests.support import OPERATOR_TOKEN, ServiceServer, signed_headers, snapsho
 
 TEAM_GRANT = re.compile(r"^team:(?P<resource>.+):member:user:(?P<user>.+)$")
 ROLE_GRANT = re.compile(r"^role:(?P<resource>.+):assigned:user:(?P<user>.+)$")
+WORKSPACE_GRANT = re.compile(r"^workspace:(?P<resource>.+):member:user:(?P<user>.+)$")
 _clock = itertools.count(int(time.time()) + 10)
 
 
@@ -77,6 +78,7 @@ class Poller:
         self.users = {u["id"]: u for u in body["users"]}
         self.teams = {t["id"]: t for t in body["teams"]}
         self.roles = {r["id"]: r for r in body.get("roles", [])}
+        self.workspaces = {w["id"]: w for w in body["workspaces"]}
         self.grants = {g["id"] for g in body["grants"]}
         self.pages = 0
 
@@ -107,13 +109,18 @@ class Poller:
         kind, rid, op = change["resource_type"], change["resource_id"], change["op"]
         assert op in ("upsert", "delete")
         if kind == "grant":
-            assert TEAM_GRANT.match(rid) or ROLE_GRANT.match(rid), rid
+            assert TEAM_GRANT.match(rid) or ROLE_GRANT.match(rid) or WORKSPACE_GRANT.match(rid)
             if op == "upsert":
                 self.grants.add(rid)
             else:
                 self.grants.discard(rid)
             return
-        store = {"user": self.users, "team": self.teams, "role": self.roles}[kind]
+        store = {
+            "user": self.users,
+            "team": self.teams,
+            "role": self.roles,
+            "workspace": self.workspaces,
+        }[kind]
         if op == "delete":
             store.pop(rid, None)
             return
@@ -128,6 +135,8 @@ class Poller:
         """The snapshot this poller holds, relations rebuilt from its grants."""
         holders: dict[tuple[str, str], list[str]] = {}
         for grant_id in self.grants:
+            if WORKSPACE_GRANT.match(grant_id):
+                continue  # no relation of a user's or team's to rebuild from it
             match = TEAM_GRANT.match(grant_id) or ROLE_GRANT.match(grant_id)
             assert match is not None
             kind = "team" if grant_id.startswith("team:") else "role"
@@ -157,6 +166,7 @@ class Poller:
                 "users": users,
                 "teams": teams,
                 "roles": roles,
+                "workspaces": list(self.workspaces.values()),
                 "grants": sorted(self.grants),
             }
         )
@@ -177,6 +187,7 @@ def normalized(body: dict[str, Any]) -> dict[str, Any]:
         "users": {u["id"]: tidy(u) for u in body["users"]},
         "teams": {t["id"]: tidy(t) for t in body["teams"]},
         "roles": {r["id"]: tidy(r) for r in body.get("roles", [])},
+        "workspaces": {w["id"]: w for w in body["workspaces"]},
         "grants": sorted(g if isinstance(g, str) else g["id"] for g in grants),
     }
 
@@ -238,7 +249,7 @@ def test_the_feed_is_ordered_gap_free_and_never_splits_a_version(
         changes = feed(client, 0, 10000)["changes"]
     # The baseline's changes are all at version 1, every resource type present.
     first = [c for c in changes if c["version"] == 1]
-    assert {c["resource_type"] for c in first} == {"user", "team", "grant"}
+    assert {c["resource_type"] for c in first} == {"user", "team", "workspace", "grant"}
     assert all(c["op"] == "upsert" for c in first)
     deletes = {(c["resource_type"], c["resource_id"]) for c in changes if c["op"] == "delete"}
     assert {("user", a.id) for a in admins[:4]} <= deletes
@@ -328,7 +339,8 @@ def test_a_poller_applying_the_feed_to_an_old_snapshot_reaches_the_current_snaps
         assert poller.state() == normalized(snapshot(client))
 
         # A sync: membership moves, a renamed, a new and a deleted team, a role change, a
-        # teammate gone from Intercom (and the webhook newcomer, whom Intercom never had).
+        # teammate gone from Intercom (and the webhook newcomer, whom Intercom never had), a
+        # renamed workspace.
         ws.remove_admin(removed.id)
         ws.add_member(teams[2], admins[5].id)
         ws.remove_member(ws.admins[admins[6].id].team_ids[0], admins[6].id)
@@ -344,6 +356,8 @@ def test_a_poller_applying_the_feed_to_an_old_snapshot_reaches_the_current_snaps
             ("3", "Viewer") if admins[0].role != ("3", "Viewer") else ("2", "Support Agent"),
         )
         ws.remove_admin(admins[9].id)
+        with ws.lock:
+            ws.name = "Acme, renamed"  # the workspace resource and its entitlement's name
         resync(service)
         # A webhook after the sync.
         back = admins[9].copy()

@@ -189,6 +189,25 @@ def test_every_json_route_answers_what_the_document_says(
         role_id = full["roles"][0]["id"]
         check("get", holders, reader.get(f"/api/v1/roles/{role_id}/members", params={"limit": 1}))
         check("get", holders, reader.get("/api/v1/roles/nope/members"))
+        workspace_id = full["workspaces"][0]["id"]
+        check("get", "/api/v1/workspaces", reader.get("/api/v1/workspaces"))
+        check("get", "/api/v1/workspaces", reader.get("/api/v1/workspaces", params={"limit": 0}))
+        one = "/api/v1/workspaces/{workspace_id}"
+        check("get", one, reader.get(f"/api/v1/workspaces/{workspace_id}"))
+        check("get", one, reader.get("/api/v1/workspaces/nope"))
+        its_members = "/api/v1/workspaces/{workspace_id}/members"
+        page = check(
+            "get",
+            its_members,
+            reader.get(f"/api/v1/workspaces/{workspace_id}/members", params={"limit": 2}),
+        )
+        assert page["next_cursor"]
+        check("get", its_members, reader.get("/api/v1/workspaces/nope/members"))
+        check(
+            "get",
+            its_members,
+            reader.get(f"/api/v1/workspaces/{workspace_id}/members", params={"cursor": "x"}),
+        )
 
         # Change feed.
         feed = check("get", "/api/v1/changes", reader.get("/api/v1/changes", params={"since": 0}))

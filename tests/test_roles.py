@@ -86,7 +86,7 @@ def test_with_2_16_roles_are_a_third_resource_type_with_entitlements_and_grants(
         }
 
     assert ROLE_TYPE in body["resource_types"]
-    assert [t["id"] for t in body["resource_types"]] == ["user", "team", "role"]
+    assert [t["id"] for t in body["resource_types"]] == ["user", "team", "role", "workspace"]
     assert {r["id"]: r["display_name"] for r in body["roles"]} == names
     for role in body["roles"]:
         assert sorted(role["member_ids"]) == sorted(
@@ -179,11 +179,11 @@ def test_with_2_14_there_are_no_roles_anywhere(
         roles = client.get("/api/v1/roles").json()
         single = client.get("/api/v1/roles/1")
         members = client.get("/api/v1/roles/1/members")
-    assert [t["id"] for t in body["resource_types"]] == ["user", "team"]
+    assert [t["id"] for t in body["resource_types"]] == ["user", "team", "workspace"]
     assert "roles" not in body
-    assert all(e["resource_type"] == "team" for e in body["entitlements"])
+    assert all(e["resource_type"] in ("team", "workspace") for e in body["entitlements"])
     assert not role_grants(body)
-    assert all(g["id"].startswith("team:") for g in grants)
+    assert all(g["id"].startswith(("team:", "workspace:")) for g in grants)
     assert all("role_ids" not in u for u in [*body["users"], *users])
     assert roles["items"] == []
     assert roles["next_cursor"] is None
@@ -227,7 +227,10 @@ def test_going_back_to_2_14_hides_stored_roles_and_the_next_sync_drops_them(
         assert client.get("/api/v1/roles").json()["items"] == []
         assert client.get("/api/v1/roles/1").status_code == 404
         assert client.get("/api/v1/roles/1/members").status_code == 404
-        assert all(g["id"].startswith("team:") for g in all_items(client, "/api/v1/grants", 50))
+        assert all(
+            g["id"].startswith(("team:", "workspace:"))
+            for g in all_items(client, "/api/v1/grants", 50)
+        )
         version = body["version"]
         resync(service)
         changes = client.get("/api/v1/changes", params={"since": version}).json()["changes"]

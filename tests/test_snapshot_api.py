@@ -29,6 +29,7 @@ SNAPSHOT_FIELDS = {
     "resource_types",
     "users",
     "teams",
+    "workspaces",
     "entitlements",
     "grants",
 }
@@ -82,6 +83,10 @@ class TestShape:
         assert body["resource_types"] == [
             {"id": "user", "display_name": "User", "traits": ["user"]},
             {"id": "team", "display_name": "Team", "traits": ["group"]},
+            {"id": "workspace", "display_name": "Workspace", "traits": []},
+        ]
+        assert body["workspaces"] == [
+            {"id": ws.id_code, "display_name": ws.name, "profile": {"region": ws.region}}
         ]
         assert served_truth(body) == simulator_truth(sim)
 
@@ -121,6 +126,16 @@ class TestShape:
                 "grantable_to": ["user"],
             }
             for team in body["teams"]
+        ] + [
+            {
+                "id": f"workspace:{ws.id_code}:member",
+                "resource_type": "workspace",
+                "resource_id": ws.id_code,
+                "slug": "member",
+                "display_name": f"{ws.name} Workspace Member",
+                "purpose": "assignment",
+                "grantable_to": ["user"],
+            }
         ]
         expected_grants = {
             f"team:{team['id']}:member:user:{uid}": {
@@ -130,6 +145,15 @@ class TestShape:
             }
             for team in body["teams"]
             for uid in team["member_ids"]
+        }
+        # Every active teammate is a member of the workspace.
+        expected_grants |= {
+            f"workspace:{ws.id_code}:member:user:{uid}": {
+                "id": f"workspace:{ws.id_code}:member:user:{uid}",
+                "entitlement_id": f"workspace:{ws.id_code}:member",
+                "principal": {"resource_type": "user", "resource_id": uid},
+            }
+            for uid in admins
         }
         assert len(body["grants"]) == len(expected_grants)
         assert {g["id"]: g for g in body["grants"]} == expected_grants

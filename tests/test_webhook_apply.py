@@ -98,6 +98,11 @@ def grants_of(body: dict[str, Any], user_id: str) -> set[str]:
     return {g["id"] for g in body["grants"] if g["principal"]["resource_id"] == user_id}
 
 
+def member_of_workspace(body: dict[str, Any], user_id: str) -> set[str]:
+    """The grant every active teammate holds (spec §3.3)."""
+    return {f"workspace:{body['workspace']['id']}:member:user:{user_id}"}
+
+
 def iso(unix: int) -> str:
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -167,7 +172,9 @@ class TestAdded:
                 "away_mode_reassign": False,
             },
         }
-        assert grants_of(body, "7200001") == {f"team:{t}:member:user:7200001" for t in teams}
+        assert grants_of(body, "7200001") == {
+            f"team:{t}:member:user:7200001" for t in teams
+        } | member_of_workspace(body, "7200001")
         members = {team["id"]: team["member_ids"] for team in body["teams"]}
         assert all("7200001" in members[t] for t in teams)
         with service.client() as client:
@@ -203,7 +210,9 @@ class TestAdded:
             user = user_in(body, user_id)
             assert user is not None, user_id
             assert user["team_ids"] == [team], user
-            assert grants_of(body, user_id) == {f"team:{team}:member:user:{user_id}"}
+            assert grants_of(body, user_id) == {
+                f"team:{team}:member:user:{user_id}"
+            } | member_of_workspace(body, user_id)
         assert {e["teammate_id"] for e in events_by_id(service).values()} == {"7200002", "7200003"}
 
     def test_added_for_a_known_teammate_updates_fields_and_memberships(
@@ -224,7 +233,9 @@ class TestAdded:
         assert user is not None
         assert (user["display_name"], user["profile"]["job_title"]) == ("Renamed Person", "Lead")
         assert user["team_ids"] == [other]
-        assert grants_of(body, admin.id) == {f"team:{other}:member:user:{admin.id}"}
+        assert grants_of(body, admin.id) == {
+            f"team:{other}:member:user:{admin.id}"
+        } | member_of_workspace(body, admin.id)
 
     def test_unknown_team_ids_are_dropped_and_a_refresh_is_scheduled(
         self, service: ServiceServer, sim: SimulatorServer

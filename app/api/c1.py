@@ -26,6 +26,8 @@ from app.api.schemas import (
     TeamPage,
     User,
     UserPage,
+    WorkspacePage,
+    WorkspaceResource,
 )
 from app.services import Services, get_services
 from app.snapshot import views
@@ -242,6 +244,40 @@ async def list_role_members(
         lambda s: views.role_members_page(
             s, role_id, cursor=cursor, limit=limit, roles_enabled=roles
         ),
+    )
+
+
+@router.get(
+    "/workspaces",
+    summary="The workspace as a resource (a one-item listing)",
+    responses={200: {"model": WorkspacePage}, **_PAGE_ERRORS},
+)
+async def list_workspaces(
+    services: ServicesDep, limit: Limit = 100, cursor: Cursor = None
+) -> Response:
+    return await _read(services, lambda s: views.workspaces_page(s, cursor=cursor, limit=limit))
+
+
+@router.get(
+    "/workspaces/{workspace_id}",
+    summary="The workspace",
+    responses={200: {"model": WorkspaceResource}, 404: {"model": ErrorBody}},
+)
+async def get_workspace(workspace_id: str, services: ServicesDep) -> Response:
+    return await _read(services, lambda s: views.workspace_view(s, workspace_id))
+
+
+@router.get(
+    "/workspaces/{workspace_id}/members",
+    summary="The workspace's members (every active teammate), a page at a time",
+    responses={200: {"model": MemberPage}, 404: {"model": ErrorBody}, **_PAGE_ERRORS},
+)
+async def list_workspace_members(
+    workspace_id: str, services: ServicesDep, limit: Limit = 100, cursor: Cursor = None
+) -> Response:
+    return await _read(
+        services,
+        lambda s: views.workspace_members_page(s, workspace_id, cursor=cursor, limit=limit),
     )
 
 

@@ -152,9 +152,22 @@ class Role(Team):
     pass
 
 
+class WorkspaceProfile(_Doc):
+    region: str | None
+
+
+class WorkspaceResource(_Doc):
+    """The workspace as a resource (type `workspace`): its `member` entitlement is held by
+    every active teammate."""
+
+    id: str
+    display_name: str
+    profile: WorkspaceProfile
+
+
 class Entitlement(_Doc):
     id: str
-    resource_type: Literal["team", "role"]
+    resource_type: Literal["team", "role", "workspace"]
     resource_id: str
     slug: str
     display_name: str
@@ -181,6 +194,7 @@ class Snapshot(_Doc):
     users: list[User]
     teams: list[Team]
     roles: list[Role] | None = None
+    workspaces: list[WorkspaceResource]
     entitlements: list[Entitlement]
     grants: list[Grant]
 
@@ -203,6 +217,12 @@ class RolePage(_Doc):
     version: int
 
 
+class WorkspacePage(_Doc):
+    items: list[WorkspaceResource]
+    next_cursor: str | None
+    version: int
+
+
 class Member(_Doc):
     user_id: str
 
@@ -221,7 +241,7 @@ class GrantPage(_Doc):
 
 class Change(_Doc):
     version: int
-    resource_type: Literal["user", "team", "role", "grant"]
+    resource_type: Literal["user", "team", "role", "workspace", "grant"]
     resource_id: str
     op: Literal["upsert", "delete"]
     at: str

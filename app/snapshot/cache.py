@@ -43,9 +43,11 @@ def build_snapshot(rows: SnapshotRows, *, roles_enabled: bool) -> dict[str, Any]
         for row in rows.users
     ]
     body = _body(rows, links, users, roles_enabled=roles_enabled)
-    body["grants"] = [shapes.team_grant(t, u) for t, u in links.team_grants] + [
-        shapes.role_grant(r, u) for r, u in links.role_grants
-    ]
+    body["grants"] = (
+        [shapes.team_grant(t, u) for t, u in links.team_grants]
+        + [shapes.role_grant(r, u) for r, u in links.role_grants]
+        + [shapes.workspace_grant(w, u) for w, u in links.workspace_grants]
+    )
     return body
 
 
@@ -92,6 +94,7 @@ def _serialize(
         links = _link(rows, roles_enabled=roles_enabled)
         parts = _grant_json(shapes.team_grant, links.team_grants)
         parts += _grant_json(shapes.role_grant, links.role_grants)
+        parts += _grant_json(shapes.workspace_grant, links.workspace_grants)
         grants = _array(parts)
     known = memo.users if memo is not None else {}
     current: dict[Any, bytes] = {}
@@ -212,7 +215,7 @@ def _link_inputs(rows: SnapshotRows, *, roles_enabled: bool) -> tuple[Any, ...]:
     )
     teams = tuple(row.id for row in rows.teams)
     roles = tuple(row.id for row in rows.roles) if roles_enabled else ()
-    return (list(rows.memberships), users, teams, roles)
+    return (list(rows.memberships), users, teams, roles, rows.header.workspace_id)
 
 
 def _array(items: list[bytes]) -> bytes:
@@ -253,10 +256,12 @@ class _Links:
     team_grants: list[tuple[str, str]]  # (team id, user id), in grant order
     holders: dict[str, list[str]]  # role id -> user ids
     role_grants: list[tuple[str, str]]  # (role id, user id), in grant order
+    workspace_grants: list[tuple[str, str]]  # (workspace id, user id), in user id order
 
 
 def _link(rows: SnapshotRows, *, roles_enabled: bool) -> _Links:
-    active_ids = {row.id for row in rows.users if row.removed_at is None}
+    active = [row.id for row in rows.users if row.removed_at is None]
+    active_ids = set(active)
     team_ids_by_user: dict[str, list[str]] = {row.id: [] for row in rows.users}
     members_by_team: dict[str, list[str]] = {row.id: [] for row in rows.teams}
     # Consistency guard: a membership is only served with both of its ends.
@@ -276,7 +281,12 @@ def _link(rows: SnapshotRows, *, roles_enabled: bool) -> _Links:
         role_grants = [
             (role_id, user_id) for role_id, user_ids in holders.items() for user_id in user_ids
         ]
-    return _Links(team_ids_by_user, members_by_team, team_grants, holders, role_grants)
+    # Every active teammate is a member of the workspace (a removed one has no grant).
+    workspace_id = rows.header.workspace_id
+    workspace_grants = [(workspace_id, uid) for uid in active] if workspace_id is not None else []
+    return _Links(
+        team_ids_by_user, members_by_team, team_grants, holders, role_grants, workspace_grants
+    )
 
 
 def _body(rows: SnapshotRows, links: _Links, users: Any, *, roles_enabled: bool) -> dict[str, Any]:
@@ -299,6 +309,16 @@ def _body(rows: SnapshotRows, links: _Links, users: Any, *, roles_enabled: bool)
     if roles_enabled:
         body["roles"] = [shapes.role_object(r.id, r.name, links.holders[r.id]) for r in rows.roles]
         entitlements += [shapes.role_entitlement(r.id, r.name) for r in rows.roles]
+    body["workspaces"] = []
+    if header.workspace_id is not None:
+        body["workspaces"].append(
+            shapes.workspace_resource(
+                header.workspace_id, header.workspace_name, header.workspace_region
+            )
+        )
+        entitlements.append(
+            shapes.workspace_entitlement(header.workspace_id, header.workspace_name)
+        )
     body["entitlements"] = entitlements
     return body
 

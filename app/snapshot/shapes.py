@@ -7,11 +7,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.store.versioning import membership_grant_id, role_grant_id
+from app.store.versioning import membership_grant_id, role_grant_id, workspace_grant_id
 
 USER_RESOURCE_TYPE = {"id": "user", "display_name": "User", "traits": ["user"]}
 TEAM_RESOURCE_TYPE = {"id": "team", "display_name": "Team", "traits": ["group"]}
 ROLE_RESOURCE_TYPE = {"id": "role", "display_name": "Role", "traits": ["role"]}
+# The workspace itself, so that C1 can revoke a teammate's access to it (spec §3.3, §10).
+WORKSPACE_RESOURCE_TYPE = {"id": "workspace", "display_name": "Workspace", "traits": []}
 
 
 def iso(value: datetime | None) -> str | None:
@@ -22,6 +24,7 @@ def resource_types(*, roles_enabled: bool) -> list[dict[str, Any]]:
     types = [USER_RESOURCE_TYPE, TEAM_RESOURCE_TYPE]
     if roles_enabled:
         types.append(ROLE_RESOURCE_TYPE)
+    types.append(WORKSPACE_RESOURCE_TYPE)
     return types
 
 
@@ -71,6 +74,22 @@ def team_entitlement(team_id: str, name: str | None) -> dict[str, Any]:
     }
 
 
+def workspace_resource(workspace_id: str, name: str | None, region: str | None) -> dict[str, Any]:
+    return {"id": workspace_id, "display_name": name or workspace_id, "profile": {"region": region}}
+
+
+def workspace_entitlement(workspace_id: str, name: str | None) -> dict[str, Any]:
+    return {
+        "id": f"workspace:{workspace_id}:member",
+        "resource_type": "workspace",
+        "resource_id": workspace_id,
+        "slug": "member",
+        "display_name": f"{name or workspace_id} Workspace Member",
+        "purpose": "assignment",
+        "grantable_to": ["user"],
+    }
+
+
 def role_entitlement(role_id: str, name: str | None) -> dict[str, Any]:
     return {
         "id": f"role:{role_id}:assigned",
@@ -95,6 +114,14 @@ def role_grant(role_id: str, user_id: str) -> dict[str, Any]:
     return {
         "id": role_grant_id(role_id, user_id),
         "entitlement_id": f"role:{role_id}:assigned",
+        "principal": {"resource_type": "user", "resource_id": user_id},
+    }
+
+
+def workspace_grant(workspace_id: str, user_id: str) -> dict[str, Any]:
+    return {
+        "id": workspace_grant_id(workspace_id, user_id),
+        "entitlement_id": f"workspace:{workspace_id}:member",
         "principal": {"resource_type": "user", "resource_id": user_id},
     }
 

@@ -155,38 +155,107 @@ def _user_id_page(
     return _page(header, listing, items, limit, user_ids[-1] if user_ids else None)
 
 
+_GRANT_PHASES = ("team", "role", "workspace")
+
+
 def grants_page(
     session: Session, *, cursor: str | None, limit: int, roles_enabled: bool
 ) -> dict[str, Any]:
-    """Team-member grants, then role-assignment grants, each in key order."""
+    """Team-member grants, then role-assignment grants, then workspace-member grants, each in
+    key order (the snapshot's order). A cursor names the phase and the last key read."""
     header = _synced_header(session)
     position = _position(header, "grants", cursor)
     phase = "team"
     after: tuple[str, str] | None = None
     if position is not None:
-        if (
-            not isinstance(position, list)
-            or len(position) != 3
-            or position[0] not in ("team", "role")
-        ):
+        if not isinstance(position, list) or len(position) != 3 or position[0] not in _GRANT_PHASES:
             raise ApiError(400, "invalid_cursor", "the cursor is malformed")
         phase = position[0]
         after = _pair_position(position[1:])
     items: list[dict[str, Any]] = []
     last: list[str] | None = None
-    if phase == "team":
-        for team_id, user_id in reads.page_memberships(session, after=after, limit=limit):
-            items.append(shapes.team_grant(team_id, user_id))
-            last = ["team", team_id, user_id]
-        if len(items) < limit:
-            phase, after = "role", None
-    if phase == "role" and roles_enabled and len(items) < limit:
-        for role_id, user_id in reads.page_role_holders(
-            session, after=after, limit=limit - len(items)
+    for current in _GRANT_PHASES[_GRANT_PHASES.index(phase) :]:
+        room = limit - len(items)
+        if room <= 0:
+            break
+        start = after if current == phase else None
+        for group_id, user_id in _grant_keys(
+            session, header, current, after=start, limit=room, roles_enabled=roles_enabled
         ):
-            items.append(shapes.role_grant(role_id, user_id))
-            last = ["role", role_id, user_id]
+            items.append(_GRANT_SHAPES[current](group_id, user_id))
+            last = [current, group_id, user_id]
     return _page(header, "grants", items, limit, last)
+
+
+_GRANT_SHAPES: dict[str, Callable[[str, str], dict[str, Any]]] = {
+    "team": shapes.team_grant,
+    "role": shapes.role_grant,
+    "workspace": shapes.workspace_grant,
+}
+
+
+def _grant_keys(
+    session: Session,
+    header: StoreHeader,
+    phase: str,
+    *,
+    after: tuple[str, str] | None,
+    limit: int,
+    roles_enabled: bool,
+) -> list[tuple[str, str]]:
+    """Up to `limit` (group id, user id) keys of one kind of grant after `after`."""
+    if phase == "team":
+        return [(t, u) for t, u in reads.page_memberships(session, after=after, limit=limit)]
+    if phase == "role":
+        if not roles_enabled:
+            return []
+        return [(r, u) for r, u in reads.page_role_holders(session, after=after, limit=limit)]
+    workspace_id = header.workspace_id
+    if workspace_id is None or (after is not None and after[0] != workspace_id):
+        return []
+    user_ids = reads.active_user_ids(
+        session, after=after[1] if after is not None else None, limit=limit
+    )
+    return [(workspace_id, uid) for uid in user_ids]
+
+
+def _workspace_header(session: Session, workspace_id: str) -> StoreHeader:
+    header = _synced_header(session)
+    if header.workspace_id != workspace_id:
+        raise ApiError(404, "not_found", f"there is no workspace {workspace_id}")
+    return header
+
+
+def workspaces_page(session: Session, *, cursor: str | None, limit: int) -> dict[str, Any]:
+    """The workspace as a one-item listing, for connectors that list every resource type."""
+    header = _synced_header(session)
+    after = _str_position(_position(header, "workspaces", cursor))
+    workspace_id = header.workspace_id
+    items: list[dict[str, Any]] = []
+    if workspace_id is not None and (after is None or workspace_id > after):
+        items.append(
+            shapes.workspace_resource(workspace_id, header.workspace_name, header.workspace_region)
+        )
+    return _page(header, "workspaces", items, limit, workspace_id if items else None)
+
+
+def workspace_view(session: Session, workspace_id: str) -> dict[str, Any]:
+    header = _workspace_header(session, workspace_id)
+    return shapes.workspace_resource(workspace_id, header.workspace_name, header.workspace_region)
+
+
+def workspace_members_page(
+    session: Session, workspace_id: str, *, cursor: str | None, limit: int
+) -> dict[str, Any]:
+    """The workspace's members (every active teammate): its `member` grants, a page at a time."""
+    header = _workspace_header(session, workspace_id)
+    return _user_id_page(
+        header,
+        f"workspace-members:{workspace_id}",
+        cursor,
+        limit,
+        lambda after: reads.active_user_ids(session, after=after, limit=limit),
+    )
 
 
 def user_view(session: Session, user_id: str, *, roles_enabled: bool) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from sqlalchemy.schema import (
 
 from app.store.bulk import bulk_insert, driver_rows, typed_driver_rows
 from app.store.models import Membership, Role, Team, User
+from app.store.versioning import note_teammates_inserted, note_teammates_updated
 
 # The fields of a teammate that come from Intercom and are served to C1.
 USER_FIELDS = (
@@ -175,6 +176,7 @@ def insert_users(
         for uid, fields in sorted(users, key=itemgetter(0))
     ]
     if rows:
+        note_teammates_inserted(session, map(itemgetter(0), rows))
         bulk_insert(
             session,
             _USER_TABLE,
@@ -183,11 +185,22 @@ def insert_users(
         )
 
 
+def insert_user_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert teammates from rows of column values; every row must carry the same keys."""
+    if not rows:
+        return
+    note_teammates_inserted(session, (row["id"] for row in rows))
+    session.connection().execute(insert(_USER_TABLE), rows)
+
+
 def update_users(session: Session, rows: list[dict[str, Any]]) -> None:
     """Update many users; every row must carry the same keys, with `id` naming the row."""
     if not rows:
         return
     keys = [key for key in rows[0] if key != "id"]
+    note_teammates_updated(
+        session, [row["id"] for row in rows], sets_removed_at="removed_at" in keys
+    )
     statement = (
         update(User)
         .where(User.id == bindparam("b_id"))

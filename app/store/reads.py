@@ -257,3 +257,11 @@ def page_role_holders(
             (User.role_id > role_id) | ((User.role_id == role_id) & (User.id > user_id))
         )
     return session.execute(query.limit(limit)).all()
+
+
+def active_user_ids(session: Session, *, after: str | None, limit: int) -> list[str]:
+    """A keyset page of the active teammates' ids: the workspace's members (its grants)."""
+    query = select(User.id).where(User.removed_at.is_(None))
+    if after is not None:
+        query = query.where(User.id > after)
+    return list(session.execute(query.order_by(User.id).limit(limit)).scalars())

@@ -7,22 +7,23 @@ versions commit in order and a change-feed reader never sees version N+1 before 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
 from operator import itemgetter
 from typing import cast
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from app.store.bulk import bulk_insert, bulk_value
-from app.store.models import ChangeLogEntry, StoreState, utcnow
+from app.store.models import ChangeLogEntry, StoreState, User, utcnow
 
 USER = "user"
 TEAM = "team"
 ROLE = "role"
+WORKSPACE = "workspace"
 GRANT = "grant"
 UPSERT = "upsert"
 DELETE = "delete"
@@ -34,6 +35,10 @@ def membership_grant_id(team_id: str, user_id: str) -> str:
 
 def role_grant_id(role_id: str, user_id: str) -> str:
     return f"role:{role_id}:assigned:user:{user_id}"
+
+
+def workspace_grant_id(workspace_id: str, user_id: str) -> str:
+    return f"workspace:{workspace_id}:member:user:{user_id}"
 
 
 @dataclass
@@ -79,13 +84,119 @@ def current_version(session: Session) -> int:
     return int(session.execute(select(StoreState.version).where(StoreState.id == 1)).scalar_one())
 
 
+# The workspace `member` grant (spec §3.3) is held by every active teammate, so it changes
+# exactly when a teammate joins or leaves: whatever path writes that (a baseline, a webhook, a
+# removal C1 asks for), the grant's change must land in the same version as the teammate's.
+# It is recorded here, at the two points every such path passes through: the teammate writes
+# in app.store.directory note, before they run, whether each teammate they touch was active
+# when this transaction first touched them; `record_changes` then compares that with the
+# teammate's own change (`upsert`: active now, `delete`: not) and logs the grant's change
+# when the two differ. A note is the transaction's own (`session.info`; a write session
+# lives for one transaction), and stays true through a rolled-back savepoint, since it is
+# the state before any write of this transaction.
+_MEMBERSHIP_BEFORE = "intercom_sync.workspace_membership_before"
+# Noted for a teammate whose writes so far in this transaction left `removed_at` alone.
+_UNTOUCHED = None
+
+
+def _membership_notes(session: Session) -> dict[str, bool | None]:
+    notes: dict[str, bool | None] = session.info.setdefault(_MEMBERSHIP_BEFORE, {})
+    return notes
+
+
+def note_teammates_inserted(session: Session, user_ids: Iterable[str]) -> None:
+    """Teammates about to be inserted: not in the workspace before (a tombstone inserted as
+    removed stays out of it, and its `delete` compares equal)."""
+    notes = _membership_notes(session)
+    for user_id in user_ids:
+        notes.setdefault(user_id, False)
+
+
+_ACTIVE_AMONG = select(User.id).where(
+    User.id.in_(bindparam("ids", expanding=True)), User.removed_at.is_(None)
+)
+
+
+def note_teammates_updated(
+    session: Session, user_ids: Collection[str], *, sets_removed_at: bool
+) -> None:
+    """Teammates about to be updated. Only an update that sets `removed_at` can move one in or
+    out of the workspace; for those, the state before is read from the store (the first such
+    write of the transaction sees it as the transaction found it)."""
+    notes = _membership_notes(session)
+    if not sets_removed_at:
+        for user_id in user_ids:
+            notes.setdefault(user_id, _UNTOUCHED)
+        return
+    # Not noted yet, or noted as untouched: the store still holds the state before.
+    unknown = [user_id for user_id in user_ids if notes.get(user_id) is None]
+    connection = session.connection()
+    # Chunked: SQLite caps the bound parameters of one statement.
+    for start in range(0, len(unknown), 500):
+        chunk = unknown[start : start + 500]
+        active = set(connection.execute(_ACTIVE_AMONG, {"ids": chunk}).scalars())
+        for user_id in chunk:
+            notes[user_id] = user_id in active
+
+
+def _record_workspace_grants(session: Session, state: StoreState, changes: ChangeSet) -> None:
+    """Add the workspace grant's change for every teammate who joined or left (see above). A
+    teammate changed without a note (a write that bypassed app.store.directory) gets the
+    grant's change as well: an upsert or delete that changes nothing is harmless, a missing
+    one would leave C1 with a stale grant."""
+    notes = session.info.pop(_MEMBERSHIP_BEFORE, {})
+    workspace_id = state.workspace_id
+    if workspace_id is None:
+        # No baseline has named the workspace yet; the one that does grants every active
+        # teammate then (`set_workspace`).
+        return
+    grants: dict[tuple[str, str], str] = {}
+    missing = object()
+    for (resource_type, user_id), op in changes.ops.items():
+        if resource_type != USER:
+            continue
+        before = notes.get(user_id, missing)
+        if before is _UNTOUCHED or before == (op == UPSERT):
+            continue
+        grants[(GRANT, workspace_grant_id(workspace_id, user_id))] = op
+    changes.ops.update(grants)
+
+
+def set_workspace(
+    session: Session,
+    state: StoreState,
+    changes: ChangeSet,
+    *,
+    workspace_id: str,
+    name: str | None,
+    region: str | None,
+) -> None:
+    """Store the workspace as `GET /me` describes it. Its resource (and with it the `member`
+    entitlement, named after it) changes when it is first learned and when it is renamed or
+    moves region. When the id is first learned, every teammate already active gets the
+    `member` grant: webhooks may have added teammates before the id was known (with
+    INTERCOM_WORKSPACE_ID set), and their grants had no id to be logged under then. Call it
+    after the transaction's teammate writes."""
+    first = state.workspace_id is None
+    if first or state.workspace_name != name or state.workspace_region != region:
+        changes.upsert(WORKSPACE, workspace_id)
+    if first:
+        active = session.execute(select(User.id).where(User.removed_at.is_(None))).scalars()
+        changes.upsert_many(GRANT, [workspace_grant_id(workspace_id, uid) for uid in active])
+    state.workspace_id = workspace_id
+    state.workspace_name = name
+    state.workspace_region = region
+
+
 def record_changes(
     session: Session, state: StoreState, changes: ChangeSet, *, at: datetime | None = None
 ) -> int:
     """Bump the version once for `changes` and log them; returns the version now current.
 
     An empty change set leaves the version (and so every ETag) untouched. The log rows go in
-    ordered by type, then id, through the driver in one go: a first baseline logs ~60,000."""
+    ordered by type, then id, through the driver in one go: a first baseline logs ~60,000.
+    Teammates who joined or left also log their workspace grant (see above)."""
+    _record_workspace_grants(session, state, changes)
     if not changes:
         return state.version
     new_version = state.version + 1

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.store import directory
@@ -28,7 +28,6 @@ _MEMBERSHIPS_OF = select(Membership.team_id, Membership.user_id).where(
     Membership.user_id.in_(bindparam("ids", expanding=True))
 )
 _KNOWN_TEAMS = select(Team.id).where(Team.id.in_(bindparam("ids", expanding=True)))
-_USER_TABLE = cast(Table, User.__table__)
 # StoredUser attributes an update can change besides `fields`.
 _TRACKED = frozenset(
     f.name for f in dataclasses.fields(StoredUser) if f.name not in ("id", "fields")
@@ -144,13 +143,12 @@ class TeammateWorkset:
     def flush(self) -> None:
         """Write the changes made so far (teammates before the memberships that name them)."""
         session = self._session
-        connection = session.connection()
         # One executemany per set of columns (events set different ones).
         new_by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row in self._inserts.values():
             new_by_columns.setdefault(tuple(sorted(row)), []).append(row)
         for rows in new_by_columns.values():
-            connection.execute(insert(_USER_TABLE), rows)
+            directory.insert_user_rows(session, rows)
         changed_by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for user_id, values in self._updates.items():
             row = {"id": user_id, **values}

@@ -40,6 +40,7 @@ from app.store.versioning import (
     membership_grant_id,
     record_changes,
     role_grant_id,
+    set_workspace,
 )
 
 logger = logging.getLogger(__name__)
@@ -249,9 +250,14 @@ def _apply_baseline(
     store.delete_teams(session, plan.gone_teams)
     store.delete_roles(session, plan.gone_roles)
 
-    state.workspace_id = fetched.workspace.id_code
-    state.workspace_name = fetched.workspace.name
-    state.workspace_region = fetched.workspace.region
+    set_workspace(
+        session,
+        state,
+        plan.changes,
+        workspace_id=fetched.workspace.id_code,
+        name=fetched.workspace.name,
+        region=fetched.workspace.region,
+    )
     version_after = record_changes(session, state, plan.changes, at=plan.now)
     return BaselineResult(
         plan.stats,

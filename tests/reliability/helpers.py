@@ -112,7 +112,8 @@ def raw_snapshot(client: httpx.Client, **params: Any) -> tuple[str, bytes]:
 
 def assert_consistent(body: dict[str, Any]) -> None:
     """One consistent read: every member and grant principal is a listed user, both sides of
-    every membership agree, and ids are strings."""
+    every membership agree, every active teammate and no one else holds the workspace's
+    `member` grant, and ids are strings."""
     users = {user["id"]: user for user in body["users"]}
     for user_id, user in users.items():
         assert isinstance(user_id, str)
@@ -127,6 +128,11 @@ def assert_consistent(body: dict[str, Any]) -> None:
     assert team_members == user_teams, "the two sides of the team memberships disagree"
     for grant in body["grants"]:
         assert grant["principal"]["resource_id"] in users, grant
+    member = f"workspace:{body['workspace']['id']}:member"
+    holders = {
+        g["principal"]["resource_id"] for g in body["grants"] if g["entitlement_id"] == member
+    }
+    assert holders == {uid for uid, user in users.items() if user["status"] == "enabled"}
 
 
 def change_versions(client: httpx.Client) -> tuple[list[int], int]:
