@@ -250,6 +250,8 @@ def mark_seen_by_baseline(session: Session, user_ids: Iterable[str]) -> None:
 def delete_users(session: Session, user_ids: Iterable[str]) -> None:
     """Delete teammates outright, with their memberships (no tombstone is kept)."""
     ids = sorted(user_ids)
+    # Whether each was in the workspace, so that deleting a tombstone logs no grant change.
+    note_teammates_updated(session, ids, sets_removed_at=True)
     for start in range(0, len(ids), 400):
         chunk = ids[start : start + 400]
         session.execute(delete(Membership).where(Membership.user_id.in_(chunk)))
