@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from app.gc_pause import gc_paused
 from app.intercom.signature import sign_body
+from app.simulator.activity_routes import activity_log_control_routes, activity_log_routes
 from app.simulator.state import Fault, RecordedRequest, SimAdmin, SimTeam, SimWorkspace
 from app.simulator.webhooks import (
     DEFAULT_AVATAR_URL,
@@ -219,14 +220,19 @@ class _Simulator:
             await asyncio.sleep(fault.delay_seconds)
 
         remaining, reset = self.ws.count_rate_limit(time.time())
+        over_limit = remaining < 0 and self.ws.enforce_rate_limit
         if fault is not None and fault.status == 429:
             remaining, reset = 0, math.ceil(time.time() + fault.reset_in_seconds)
         headers = {
             "X-RateLimit-Limit": str(self.ws.rate_limit),
-            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Remaining": str(max(0, remaining)),
             "X-RateLimit-Reset": str(reset),
             "X-Request-Id": request_id,
         }
+        if over_limit and fault is None:
+            fault = Fault(path=path, status=429)
+        # Handlers are synchronous: a POST's JSON body is read for them here.
+        request.state.body = await request.body() if request.method == "POST" else b""
 
         if fault is not None and fault.body is None and (fault.status or 0) >= 400:
             return self._fault_error(fault, request_id, headers)
@@ -462,8 +468,11 @@ def create_simulator_app(
         Route("/_sim/faults", sim.faults, methods=["GET", "POST", "DELETE"]),
         Route("/_sim/requests", sim.requests, methods=["GET", "DELETE"]),
         Route("/_sim/webhooks/send", sim.send_webhook, methods=["POST"]),
+        *activity_log_control_routes(sim.ws),
         Route("/me", sim.api(sim.me), methods=["GET"]),
         Route("/admins", sim.api(sim.list_admins), methods=["GET"]),
+        # Before /admins/{admin_id}, which would otherwise take them for a teammate's id.
+        *activity_log_routes(sim),
         Route("/admins/{admin_id}", sim.api(sim.get_admin), methods=["GET"]),
         Route("/teams", sim.api(sim.list_teams), methods=["GET"]),
         Route("/teams/{team_id}", sim.api(sim.get_team), methods=["GET"]),
