@@ -208,6 +208,18 @@ class IntercomClient:
         except ValidationError as exc:
             raise IntercomBadResponse(f"GET /teams/{{id}} returned a bad team: {exc}") from None
 
+    async def request_json(
+        self,
+        path: str,
+        *,
+        endpoint: str,
+        params: dict[str, str | int] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        """Any other JSON read, with the same retries and error tree: a GET with ``params``,
+        or a POST of ``json_body`` (Intercom's search endpoints)."""
+        return await self._get_json(path, endpoint=endpoint, params=params, json_body=json_body)
+
     @staticmethod
     def _parse_list(body: Any, key: str, kind: str, model: Any) -> list[Any]:
         try:
@@ -236,14 +248,22 @@ class IntercomClient:
         )
         return float(backoff(state))
 
-    async def _get_json(self, path: str, *, endpoint: str) -> Any:
+    async def _get_json(
+        self,
+        path: str,
+        *,
+        endpoint: str,
+        params: dict[str, str | int] | None = None,
+        json_body: Any = None,
+    ) -> Any:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_RETRYABLE),
             stop=stop_after_attempt(self._retry.max_attempts),
             wait=self._wait,
             reraise=True,
             before_sleep=lambda state: logger.warning(
-                "Intercom GET %s failed (%s), retrying (attempt %d)",
+                "Intercom %s %s failed (%s), retrying (attempt %d)",
+                "GET" if json_body is None else "POST",
                 path,
                 state.outcome.exception() if state.outcome else "?",
                 state.attempt_number,
@@ -251,26 +271,36 @@ class IntercomClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._get_once(path, endpoint=endpoint)
+                return await self._get_once(
+                    path, endpoint=endpoint, params=params, json_body=json_body
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _get_once(self, path: str, *, endpoint: str) -> Any:
+    async def _get_once(
+        self,
+        path: str,
+        *,
+        endpoint: str,
+        params: dict[str, str | int] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        method = "GET" if json_body is None else "POST"
         try:
-            response = await self._http.get(path)
+            response = await self._http.request(method, path, params=params, json=json_body)
         except httpx.TimeoutException as exc:
             INTERCOM_REQUESTS.labels(endpoint, "timeout").inc()
             raise IntercomUnavailable(
-                f"GET {path}: timed out waiting for {self._host} ({type(exc).__name__})"
+                f"{method} {path}: timed out waiting for {self._host} ({type(exc).__name__})"
             ) from None
         except httpx.ConnectError as exc:
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
             raise IntercomUnavailable(
-                f"GET {path}: could not connect to {self._host} ({type(exc).__name__}: {exc})"
+                f"{method} {path}: could not connect to {self._host} ({type(exc).__name__}: {exc})"
             ) from None
         except httpx.TransportError as exc:
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
             raise IntercomUnavailable(
-                f"GET {path}: connection to {self._host} failed ({type(exc).__name__}: {exc})"
+                f"{method} {path}: connection to {self._host} failed ({type(exc).__name__}: {exc})"
             ) from None
         except (OSError, AttributeError) as exc:
             # A connection reset while httpcore sets it up can escape unwrapped (anyio asks
@@ -278,42 +308,44 @@ class IntercomClient:
             # connection failure, to be retried like one rather than failing the run outright.
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
             raise IntercomUnavailable(
-                f"GET {path}: connection to {self._host} lost ({type(exc).__name__}: {exc})"
+                f"{method} {path}: connection to {self._host} lost ({type(exc).__name__}: {exc})"
             ) from None
         status = response.status_code
         INTERCOM_REQUESTS.labels(endpoint, str(status)).inc()
         if status == 429:
-            raise IntercomRateLimited(f"GET {path} was rate limited", reset_at=_reset_at(response))
+            raise IntercomRateLimited(
+                f"{method} {path} was rate limited", reset_at=_reset_at(response)
+            )
         if status in (401, 403):
             code = _error_code(response) or ("unauthorized" if status == 401 else "forbidden")
             if code == "api_plan_restricted":
                 raise IntercomPlanRestricted(
-                    f"Intercom answered 403 api_plan_restricted on GET {path}: the workspace's "
-                    "Intercom plan does not include API access to this endpoint; check the "
-                    "plan and the app's permissions in the Developer Hub",
+                    f"Intercom answered 403 api_plan_restricted on {method} {path}: the "
+                    "workspace's Intercom plan does not include API access to this endpoint; "
+                    "check the plan and the app's permissions in the Developer Hub",
                     status=status,
                 )
             raise IntercomAuthError(
-                f"Intercom refused the access token ({status} {code}) on GET {path}: "
+                f"Intercom refused the access token ({status} {code}) on {method} {path}: "
                 "check INTERCOM_ACCESS_TOKEN and the app's permissions",
                 status=status,
             )
         if status == 404:
-            raise IntercomNotFound(f"GET {path}: not found", status=status)
+            raise IntercomNotFound(f"{method} {path}: not found", status=status)
         if status >= 500:
-            raise IntercomUnavailable(f"GET {path} answered {status}", status=status)
+            raise IntercomUnavailable(f"{method} {path} answered {status}", status=status)
         if status >= 400:
             code = _error_code(response) or "error"
             if code in AUTH_ERROR_CODES:
                 raise IntercomAuthError(
-                    f"Intercom refused the access token ({status} {code}) on GET {path}: "
+                    f"Intercom refused the access token ({status} {code}) on {method} {path}: "
                     "check INTERCOM_ACCESS_TOKEN",
                     status=status,
                 )
-            raise IntercomError(f"GET {path} answered {status} ({code})", status=status)
+            raise IntercomError(f"{method} {path} answered {status} ({code})", status=status)
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
             raise IntercomBadResponse(
-                f"GET {path} answered {status} with a body that is not JSON", status=status
+                f"{method} {path} answered {status} with a body that is not JSON", status=status
             ) from None
