@@ -646,3 +646,63 @@ def test_recorded_entries_round_trip_through_the_control_plane(sim: SimulatorSer
     assert bad.status_code == 400
     assert httpx.delete(f"{sim.url}/_sim/activity").json() == {"cleared": True}
     assert httpx.get(f"{sim.url}/_sim/activity").json()["entries"] == []
+
+
+# -- admin.activity_log_event.created webhooks ------------------------------------------------
+
+
+def test_activity_log_webhooks_are_classified_like_the_log(
+    sim: SimulatorServer, start_service: Callable[..., ServiceServer]
+) -> None:
+    a, b = admin_ids(sim)[:2]
+    now = int(time.time())
+    # The log already holds the seat change the webhook will announce again.
+    (seat,) = record(
+        sim,
+        {"id": "seat-9", "admin_id": b, "activity_type": "seat_change", "created_at": now - 50},
+    )
+    begun = time.time()
+    service = start_service()
+    wait_read(service, since=begun)
+
+    def send(item: dict[str, Any]) -> None:
+        response = httpx.post(
+            f"{sim.url}/_sim/webhooks/send",
+            json={
+                "url": f"{service.url}/webhooks/intercom",
+                "topic": "admin.activity_log_event.created",
+                "item": {"type": "admin_activity_log_event", **item},
+            },
+        )
+        assert response.json()["status"] == 200, response.text
+
+    def entry(entry_id: str, admin_id: str, activity_type: str, created_at: int) -> dict[str, Any]:
+        return {
+            "id": entry_id,
+            "performed_by": {"type": "admin", "id": admin_id, "email": None, "ip": "192.0.2.1"},
+            "metadata": {"sign_in_method": "saml"} if activity_type.endswith("success") else {},
+            "created_at": created_at,
+            "activity_type": activity_type,
+            "activity_description": f"{activity_type} by {admin_id}",
+        }
+
+    send({**seat, "type": "admin_activity_log_event"})  # the same entry: stored once
+    send(entry("fail-1", a, "admin_login_failure", now - 40))
+    send(entry("in-1", a, "admin_login_success", now - 30))
+    send(entry("out-1", a, "admin_logout", now - 20))  # neither: not kept
+    send(entry("future-1", b, "admin_login_success", now + 3 * DAY))  # refused
+    with service.client() as api:
+
+        def events() -> list[str] | None:
+            items = api.get("/api/v1/access-events").json()["items"]
+            found = [e["id"] for e in items]
+            return found if "fail-1" in found else None
+
+        assert wait_for(events, what="the webhook access event") == ["seat-9", "fail-1"]
+        wait_for(
+            lambda: user(snapshot(api), a)["last_login_at"] == iso(now - 30),
+            what="the webhook sign-in",
+        )
+        body = snapshot(api)
+        assert user(body, a)["profile"]["last_login_method"] == "saml"
+        assert user(body, b)["last_login_at"] is None

@@ -158,6 +158,7 @@ class TestAdded:
                 "has_inbox_seat": True,
                 "away_mode_enabled": False,
                 "away_mode_reassign": False,
+                "last_login_method": None,  # spec §11
             },
         }
         assert grants_of(body, "7200001") == {f"team:{t}:member:user:7200001" for t in teams}

@@ -125,6 +125,18 @@ def apply_sign_ins(session: Session, sign_ins: Mapping[str, SignIn]) -> int:
     the store are skipped. Returns how many teammates changed."""
     if not sign_ins:
         return 0
+    state = lock_store_state(session)
+    changes = write_sign_ins(session, sign_ins, version=state.version + 1)
+    record_changes(session, state, changes)
+    return len(changes)
+
+
+def write_sign_ins(session: Session, sign_ins: Mapping[str, SignIn], *, version: int) -> ChangeSet:
+    """The row writes of `apply_sign_ins`, stamped `version`, for a caller that bumps the
+    version itself (the webhook applier); returns the changed teammates."""
+    changes = ChangeSet()
+    if not sign_ins:
+        return changes
     ids = sorted(sign_ins)
     current: dict[str, tuple[datetime | None, str | None, datetime | None]] = {}
     for start in range(0, len(ids), _IN_CHUNK):
@@ -136,7 +148,6 @@ def apply_sign_ins(session: Session, sign_ins: Mapping[str, SignIn]) -> int:
         ):
             current[row.id] = (row.last_login_at, row.last_login_method, row.removed_at)
     updates: list[dict[str, Any]] = []
-    changes = ChangeSet()
     for user_id, (stored_at, stored_method, removed_at) in current.items():
         sign_in = sign_ins[user_id]
         if stored_at is None or sign_in.at > stored_at:
@@ -158,9 +169,7 @@ def apply_sign_ins(session: Session, sign_ins: Mapping[str, SignIn]) -> int:
         else:
             changes.delete(USER, user_id)
     if not updates:
-        return 0
-    state = lock_store_state(session)
-    version = state.version + 1
+        return changes
     table = User.__table__
     assert isinstance(table, Table)
     session.execute(
@@ -173,8 +182,7 @@ def apply_sign_ins(session: Session, sign_ins: Mapping[str, SignIn]) -> int:
         ),
         updates,
     )
-    record_changes(session, state, changes)
-    return len(updates)
+    return changes
 
 
 def prune_access_events(session: Session, *, older_than: datetime) -> int:
