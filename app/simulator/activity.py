@@ -327,7 +327,7 @@ class SyntheticLog:
             email=email,
             ip="203.0.113.9",
             description=f"{email}: {activity_type}",
-            metadata={"before": "a", "after": "b"},
+            metadata={"before": {"state": "before"}, "after": {"state": "after"}},
         )
 
 

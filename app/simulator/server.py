@@ -70,6 +70,14 @@ _ERROR_MESSAGES = {
     "team_not_found": "Team not found",
 }
 
+# 502 and 504 answer from the load balancer in front of the API: HTML, not an error.list.
+_EDGE_HTML = {
+    502: b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+    b"</h1></center></body></html>\n",
+    504: b"<html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 Gateway"
+    b" Time-out</h1></center></body></html>\n",
+}
+
 # Shared, never mutated: orjson serialises it the same for every admin.
 _EMPTY: dict[str, Any] = {}
 
@@ -123,7 +131,8 @@ def admin_rest_item(
     if detail:
         item["away_status_reason_id"] = None
     if with_avatar:
-        item["avatar"] = admin.avatar_url
+        # An object, as in Intercom's `admin` schema (the official SDK's `AdminAvatar`).
+        item["avatar"] = {"type": "avatar", "image_url": admin.avatar_url or DEFAULT_AVATAR_URL}
     if with_role and admin.role is not None:
         item["role"] = {"type": "role", "id": admin.role[0], "name": admin.role[1]}
     return item
@@ -137,6 +146,8 @@ def team_rest_item(team: SimTeam) -> dict[str, Any]:
         "name": team.name,
         "admin_ids": [intercom_id(a) for a in team.admin_ids],
         "admin_priority_level": {"primary_admin_ids": [], "secondary_admin_ids": []},
+        "assignment_limit": None,
+        "distribution_method": "round_robin",
     }
 
 
@@ -258,6 +269,11 @@ class _Simulator:
 
     def _fault_error(self, fault: Fault, request_id: str, headers: dict[str, str]) -> Response:
         status = fault.status or 500
+        if status in _EDGE_HTML and fault.error_code is None and fault.message is None:
+            # Gateway errors come from Intercom's edge, as HTML, not from its API.
+            return Response(
+                _EDGE_HTML[status], status, headers=headers, media_type="text/html; charset=utf-8"
+            )
         fallback = "server_error" if status >= 500 else "client_error"
         code = fault.error_code or _DEFAULT_ERROR_CODES.get(status, fallback)
         message = fault.message or _ERROR_MESSAGES.get(code, "Error")
