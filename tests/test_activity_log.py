@@ -706,3 +706,23 @@ def test_activity_log_webhooks_are_classified_like_the_log(
         body = snapshot(api)
         assert user(body, a)["profile"]["last_login_method"] == "saml"
         assert user(body, b)["last_login_at"] is None
+
+
+# -- configuration and documentation -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("days", ["0", "731", "ninety"])
+def test_backfill_days_outside_1_to_730_stop_start_up(days: str) -> None:
+    from app.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="ACTIVITY_LOG_BACKFILL_DAYS"):
+        load_settings(_env_file=None, activity_log_backfill_days=days)
+
+
+def test_readme_and_env_example_name_the_permission_each_feature_needs() -> None:
+    from tests.support import ROOT
+
+    for name in ("README.md", ".env.example"):
+        text = (ROOT / name).read_text()
+        assert "Read admins" in text, name
+        assert "Read admin activity logs" in text, name
