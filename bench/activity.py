@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--access-per-day", type=int, default=200)
     parser.add_argument("--api-version", default="2.16")
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary folder")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args(argv)
 
     # The backfill reads at midnight; the day the incremental read finds is the one after.
@@ -161,8 +162,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "sign_ins_applied": incremental.sign_ins_applied,
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
 

@@ -726,3 +726,30 @@ def test_readme_and_env_example_name_the_permission_each_feature_needs() -> None
         text = (ROOT / name).read_text()
         assert "Read admins" in text, name
         assert "Read admin activity logs" in text, name
+
+
+def test_the_activity_benchmark_runs_at_a_tiny_size(tmp_path: Any) -> None:
+    """bench/activity.py at a tiny size, so it cannot rot; its figures are in
+    docs/performance.md."""
+    from bench.activity import main
+
+    result = main(
+        [
+            "--teammates",
+            "20",
+            "--days",
+            "40",
+            "--access-per-day",
+            "2",
+            "--output",
+            str(tmp_path / "activity.json"),
+        ]
+    )
+    backfill, day = result["backfill"], result["incremental_day"]
+    assert backfill["status"] == "ok"
+    assert backfill["entries"] == result["log_entries"]
+    assert backfill["windows"] == 2
+    assert backfill["rate_limited_calls"] == 0
+    assert day["status"] == "ok"
+    assert day["entries"] == day["day_entries"] == 22
+    assert day["calls"] == 1
