@@ -16,6 +16,8 @@ from urllib.parse import parse_qs
 import httpx
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.activity.types import ACCESS_EVENT_TYPES, EVENT_TYPES_READ
 from app.simulator import SimulatorServer
@@ -753,3 +755,22 @@ def test_the_activity_benchmark_runs_at_a_tiny_size(tmp_path: Any) -> None:
     assert day["status"] == "ok"
     assert day["entries"] == day["day_entries"] == 22
     assert day["calls"] == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.integers(min_value=0, max_value=2_000_000_000),
+    seconds=st.integers(min_value=1, max_value=800 * DAY),
+)
+def test_windows_cover_the_span_contiguously_each_at_most_30_days(start: int, seconds: int) -> None:
+    from app.activity.reader import WINDOW, windows
+
+    lo = datetime.fromtimestamp(start, UTC)
+    hi = datetime.fromtimestamp(start + seconds, UTC)
+    parts = windows(lo, hi)
+    assert parts[0][0] == lo
+    assert parts[-1][1] == hi
+    for (_a, b), (c, _d) in zip(parts, parts[1:], strict=False):
+        assert b == c
+    assert all(a < b <= a + WINDOW for a, b in parts)
+    assert len(parts) == -(-seconds // int(WINDOW.total_seconds()))
