@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--api-version", default="2.16")
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary folder")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument(
+        "--every-minutes",
+        type=int,
+        default=15,
+        help="then read every this many minutes through the following working day",
+    )
     args = parser.parse_args(argv)
 
     # The backfill reads at midnight; the day the incremental read finds is the one after.
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rss_backfill = peak_rss_mib()
         limited = rate_limited_calls()
 
-        # The next day: the log grows by a day, the read covers it (and the overlap).
+        # The next day: the log grows by a day, one read covers it (and the overlap).
         workspace.activity.synthetic = SyntheticLog(
             admins=admins,
             start=today - args.days * 86400,
@@ -132,6 +138,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         incremental = asyncio.run(reader.read(now=tomorrow))
         incremental_seconds = time.perf_counter() - started
+
+        # The day after, read as the reconcile schedule would: every `--every-minutes`.
+        day_after = today + 86400
+        while (3 + day_after // 86400) % 7 >= 5:
+            day_after += 86400
+        workspace.activity.synthetic = SyntheticLog(
+            admins=admins,
+            start=today - args.days * 86400,
+            days=args.days + 1 + (day_after - today) // 86400,
+            access_events_per_day=args.access_per_day,
+        )
+        step = args.every_minutes * 60
+        scheduled = []
+        for moment in range(day_after + step, day_after + 86400 + 1, step):
+            scheduled.append(asyncio.run(reader.read(now=datetime.fromtimestamp(moment, UTC))))
+        schedule_calls = [r.calls for r in scheduled]
         db.dispose()
 
     result = {
@@ -160,6 +182,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "calls": incremental.calls,
             "seconds": round(incremental_seconds, 2),
             "sign_ins_applied": incremental.sign_ins_applied,
+        },
+        "every_minutes": {
+            "minutes": args.every_minutes,
+            "reads": len(scheduled),
+            "failed": sum(r.status != "ok" for r in scheduled),
+            "entries": sum(r.entries for r in scheduled),
+            "calls": sum(schedule_calls),
+            "max_calls_per_read": max(schedule_calls),
         },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

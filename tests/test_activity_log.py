@@ -755,6 +755,10 @@ def test_the_activity_benchmark_runs_at_a_tiny_size(tmp_path: Any) -> None:
     assert day["status"] == "ok"
     assert day["entries"] == day["day_entries"] == 22
     assert day["calls"] == 1
+    schedule = result["every_minutes"]
+    assert schedule["reads"] == 96
+    assert schedule["failed"] == 0
+    assert schedule["max_calls_per_read"] == 1
 
 
 @settings(max_examples=200, deadline=None)
