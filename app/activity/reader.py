@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -66,7 +66,6 @@ class ReadOutcome:
     access_events_stored: int = 0
     sign_ins_applied: int = 0
     refused_future: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def uses_search(api_version: str) -> bool:
@@ -106,7 +105,15 @@ class ActivityLogReader:
         if self._lock.locked():
             return ReadOutcome("skipped")
         async with self._lock:
-            return await self._read(now or utcnow())
+            try:
+                return await self._read(now or utcnow())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The store itself failed (recording the attempt or the outcome): still never
+                # the baseline's failure. The kind only: a store error can carry parameters.
+                logger.warning("reading the activity log failed: %s", _message(exc), exc_info=False)
+                return ReadOutcome("failed", error_code=FAILING)
 
     async def _read(self, now: datetime) -> ReadOutcome:
         outcome = ReadOutcome("ok")
