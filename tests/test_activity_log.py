@@ -18,10 +18,12 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import create_engine, text
 
 from app.activity.types import ACCESS_EVENT_TYPES, EVENT_TYPES_READ
 from app.simulator import SimulatorServer
 from app.simulator.activity import ACTIVITY_TYPES, SimActivity
+from app.store.engine import normalize_database_url
 from tests.support import OPERATOR_TOKEN, ServiceServer, snapshot, wait_for
 
 DAY = 86400
@@ -201,7 +203,7 @@ def test_every_type_the_reader_asks_for_is_one_intercom_knows() -> None:
 
 
 def test_list_form_reads_sign_ins_and_access_events_after_the_baseline(
-    sim: SimulatorServer, start_service: Callable[..., ServiceServer]
+    sim: SimulatorServer, start_service: Callable[..., ServiceServer], database_url: str
 ) -> None:
     a, b, c = admin_ids(sim)[:3]
     now = int(time.time())
@@ -253,6 +255,19 @@ def test_list_form_reads_sign_ins_and_access_events_after_the_baseline(
     requests = log_requests(sim)
     assert {r.path for r in requests} == {"/admins/activity_logs"}
     assert len(requests) == 3 + 1  # 90 days = 3 windows; the last one has 2 pages
+    # baton-sql reads the same through the c1_user view.
+    engine = create_engine(normalize_database_url(database_url))
+    try:
+        with engine.connect() as connection:
+            rows = dict(
+                connection.execute(
+                    text("SELECT id, last_login_method FROM c1_user WHERE id IN (:a, :z)"),
+                    {"a": a, "z": never[0]["id"]},
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    assert rows == {a: "google_sso", never[0]["id"]: ""}
 
 
 def test_search_form_asks_only_for_the_types_kept_250_a_page(

@@ -5,8 +5,10 @@
   id (so overlapping reads store each once), with keyset indexes for
   `GET /api/v1/access-events` (by time, by teammate, by type) and for the retention prune.
 - `activity_log_cursor`: one row, how far the log has been read and the last read's outcome.
+- The `c1_user` view baton-sql reads gains `last_login_method` (its other columns as in 0002).
 
-The column is added, not rebuilt, so the `c1_user` view of 0002 is untouched on SQLite.
+The column is added, not rebuilt: `user` is never rebuilt on SQLite; only the view is dropped
+and created again.
 
 Revision ID: 0005
 Revises: 0003
@@ -16,6 +18,7 @@ Create Date: 2026-12-06 22:00:00
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -32,6 +35,8 @@ def _utc() -> sa.types.TypeEngine[object]:
 
 def upgrade() -> None:
     op.add_column("user", sa.Column("last_login_method", sa.String(64), nullable=True))
+    op.execute("DROP VIEW IF EXISTS c1_user")
+    op.execute(_c1_user_view_with_method(op.get_bind().dialect.name))
     op.create_table(
         "access_event",
         sa.Column("id", sa.String(255), nullable=False),
@@ -76,12 +81,26 @@ def downgrade() -> None:
     _recreate_c1_user_view()
 
 
-def _recreate_c1_user_view() -> None:
+def _migration_0002() -> Any:
     # The view's text has one home, migration 0002; load it by path (its module name starts
     # with a digit, and `migrations/` is not a package).
     path = Path(__file__).with_name("20261206_0002_c1_reader_view_and_role_index.py")
     spec = importlib.util.spec_from_file_location("_migration_0002", path)
     assert spec is not None and spec.loader is not None
-    migration_0002 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(migration_0002)
-    op.execute(migration_0002._c1_user_view(op.get_bind().dialect.name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _c1_user_view_with_method(dialect: str) -> str:
+    """0002's view with `last_login_method` ('' when unknown) after its last column."""
+    text: str = _migration_0002()._c1_user_view(dialect)
+    anchor = "  u.role_id\n"
+    assert anchor in text
+    return text.replace(
+        anchor, "  u.role_id,\n  COALESCE(u.last_login_method, '') AS last_login_method\n"
+    )
+
+
+def _recreate_c1_user_view() -> None:
+    op.execute(_migration_0002()._c1_user_view(op.get_bind().dialect.name))
