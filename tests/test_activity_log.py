@@ -793,3 +793,26 @@ def test_windows_cover_the_span_contiguously_each_at_most_30_days(start: int, se
         assert b == c
     assert all(a < b <= a + WINDOW for a, b in parts)
     assert len(parts) == -(-seconds // int(WINDOW.total_seconds()))
+
+
+def test_access_events_older_than_the_retention_are_not_kept(
+    sim: SimulatorServer, start_service: Callable[..., ServiceServer]
+) -> None:
+    a = admin_ids(sim)[0]
+    now = int(time.time())
+    record(
+        sim,
+        {
+            "id": "old-1",
+            "admin_id": a,
+            "activity_type": "seat_revoke",
+            "created_at": now - 20 * DAY,
+        },
+        {"id": "new-1", "admin_id": a, "activity_type": "seat_revoke", "created_at": now - 5 * DAY},
+    )
+    begun = time.time()
+    service = start_service(access_event_retention_days=10)
+    wait_read(service, since=begun)
+    with service.client() as api:
+        items = api.get("/api/v1/access-events").json()["items"]
+        assert [e["id"] for e in items] == ["new-1"]

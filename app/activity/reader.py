@@ -197,6 +197,8 @@ class ActivityLogReader:
         newest: dict[str, store.SignIn] = {}
         count = 0
         latest_allowed = now + MAX_FUTURE
+        # A backfill may reach further back than access events are kept: not stored at all.
+        oldest_kept = now - timedelta(days=self._settings.access_event_retention_days)
         async for items in _pages(client, lo, hi, search=search, outcome=outcome):
             access: list[LogEntry] = []
             for item in items:
@@ -215,7 +217,7 @@ class ActivityLogReader:
                         newest[entry.actor_id] = store.SignIn(
                             entry.actor_id, entry.at, entry.sign_in_method
                         )
-                elif is_access_event(entry.activity_type):
+                elif is_access_event(entry.activity_type) and entry.at >= oldest_kept:
                     access.append(entry)
             if access:
                 stored = await run_in_threadpool(self._store_events, access, now)
