@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
-from app.api import c1, health, operators, provisioning, webhooks
+from app.api import activity, c1, health, operators, provisioning, webhooks
 from app.api.errors import install_error_handlers
 from app.api.fastpath import SnapshotFastPath
 from app.api.webhooks import WebhookFastPath
@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(webhooks.router)
     app.include_router(c1.router)
+    app.include_router(activity.router)
     app.include_router(operators.router)
     app.include_router(provisioning.router)
     app.include_router(provisioning.audit_router)

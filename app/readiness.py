@@ -9,6 +9,7 @@ from typing import Any
 from app.settings import Settings
 from app.snapshot.shapes import iso
 from app.store import inbox, sync_runs
+from app.store.activity import read_cursor
 from app.store.engine import Database
 from app.store.models import utcnow
 from app.store.reads import read_header
@@ -25,6 +26,7 @@ class Readiness:
     inbox_backlog: int | None = None
     oldest_pending_at: datetime | None = None
     problems: list[str] = field(default_factory=list)
+    activity_log_read_to: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
         if not self.ready:
@@ -38,6 +40,7 @@ class Readiness:
             "last_webhook_at": iso(self.last_webhook_at),
             "inbox_backlog": self.inbox_backlog,
             "problems": self.problems,
+            "activity_log_read_to": iso(self.activity_log_read_to),
         }
 
 
@@ -47,6 +50,7 @@ def check_readiness(db: Database, settings: Settings) -> Readiness:
             header = read_header(session)
             last_run = sync_runs.latest_finished_run(session)
             backlog = inbox.backlog(session)
+            activity_log = read_cursor(session)
     except Exception:
         return Readiness(ready=False, problems=["store_unreachable"])
     now = utcnow()
@@ -82,6 +86,8 @@ def check_readiness(db: Database, settings: Settings) -> Readiness:
         problems.append("inbox_lagging")
     if settings.intercom_client_secret is None:
         problems.append("webhooks_not_configured")
+    if settings.activity_log_enabled and activity_log.error_code is not None:
+        problems.append(activity_log.error_code)
     return Readiness(
         ready=header.last_sync_at is not None,
         version=header.version,
@@ -90,4 +96,5 @@ def check_readiness(db: Database, settings: Settings) -> Readiness:
         inbox_backlog=backlog.pending,
         oldest_pending_at=backlog.oldest_received_at,
         problems=problems,
+        activity_log_read_to=activity_log.read_to,
     )

@@ -90,6 +90,7 @@ class UserRow(NamedTuple):
     account_type: str = "human"
     last_login_at: datetime | None = None
     removed_at: datetime | None = None
+    last_login_method: str | None = None
 
 
 class NamedRow(NamedTuple):

@@ -215,6 +215,23 @@ def test_every_json_route_answers_what_the_document_says(
         check("get", "/api/v1/changes", reader.get("/api/v1/changes", params={"since": -1}))
         check("get", "/api/v1/changes", reader.get("/api/v1/changes", params={"since": 10**9}))
 
+        # Usage evidence (spec §11), once the activity log has been read.
+        wait_for(
+            lambda: anonymous.get("/readyz").json()["activity_log_read_to"],
+            timeout=20,
+            what="the activity log to be read",
+        )
+        events = "/api/v1/access-events"
+        check("get", events, reader.get(events, params={"limit": 2}))
+        check("get", events, reader.get(events, params={"type": "seat_change", "since": "0"}))
+        check("get", events, reader.get(events, params={"type": "app_name_change"}))
+        check("get", events, reader.get(events, params={"cursor": "garbage"}))
+        check("get", events, anonymous.get(events))
+        dormant = "/api/v1/reports/dormant"
+        report = check("get", dormant, reader.get(dormant, params={"days": 30}))
+        assert report["items"]
+        check("get", dormant, reader.get(dormant, params={"days": 0}))
+
         # Operators: a run that succeeds, one that fails with an error, their listings.
         sim.add_fault(path="/admins", status=401, error_code="unauthorized")
         failing = check("post", "/resync", operator.post("/resync"))

@@ -38,6 +38,7 @@ STATS_FIELDS = {
     "memberships_removed",
 }
 READYZ_FIELDS = {
+    "activity_log_read_to",  # spec §11
     "status",
     "version",
     "last_sync_at",

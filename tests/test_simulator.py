@@ -327,7 +327,8 @@ def test_webhook_send_is_signed_and_shaped(api: httpx.Client, sim: SimulatorServ
     assert envelope["created_at"] == envelope["first_sent_at"]
     item = envelope["data"]["item"]
     assert envelope["data"]["type"] == "notification_event_data"
-    assert item["id"] == int(admin_id)
+    # A string, as in Intercom's webhook model and its official SDK (issue 20.6).
+    assert item["id"] == admin_id
     assert item["avatar"]["type"] == "avatar"
     assert "away_status_reason" in item
     assert "team_priority_level" not in item

@@ -105,6 +105,8 @@ class TestShape:
                 "has_inbox_seat": admin.has_inbox_seat,
                 "away_mode_enabled": admin.away_mode_enabled,
                 "away_mode_reassign": admin.away_mode_reassign,
+                # Spec §11: the method of the last sign-in (none read from the log here).
+                "last_login_method": None,
             }
             is_bot = admin.email.startswith("operator+") and admin.email.endswith("@intercom.io")
             assert user["account_type"] == ("service" if is_bot else "human")

@@ -47,6 +47,7 @@ def _user(index: int, last_login_at: datetime | None = None) -> SnapshotUser:
         account_type="human",
         last_login_at=last_login_at,
         removed_at=None,
+        last_login_method="email_password" if last_login_at else None,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Doc(BaseModel):
@@ -36,6 +36,9 @@ class Readiness(_Doc):
     last_webhook_at: str | None
     inbox_backlog: int | None
     problems: list[str]
+    activity_log_read_to: str | None = Field(
+        description="Every activity-log entry created up to this time has been read (spec §11)."
+    )
 
 
 class SyncStats(_Doc):
@@ -125,6 +128,10 @@ class UserProfile(_Doc):
     has_inbox_seat: bool
     away_mode_enabled: bool
     away_mode_reassign: bool
+    last_login_method: str | None = Field(
+        description="`metadata.sign_in_method` of the last sign-in the activity log reported, "
+        "e.g. `email_password`."
+    )
 
 
 class User(_Doc):

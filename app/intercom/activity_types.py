@@ -11,8 +11,12 @@ from enum import StrEnum
 
 
 class ActivityCategory(StrEnum):
-    # A teammate signed in or out, or tried to: evidence of use, never of a change in access.
+    # A teammate signed in or out, or reset a password: evidence of use, never of a change in
+    # access.
     SIGN_IN = "sign_in"
+    # A sign-in that failed or used a method the workspace does not allow: evidence of an
+    # attempt an auditor wants to see, never a change in access.
+    SIGN_IN_FAILURE = "sign_in_failure"
     # How teammates authenticate: two-factor, SSO domains, the workspace's sign-in methods.
     AUTHENTICATION = "authentication"
     # A teammate joined, was invited, provisioned, deprovisioned or deleted.
@@ -36,9 +40,11 @@ class ActivityCategory(StrEnum):
 REFRESH_CATEGORIES = frozenset(
     {ActivityCategory.LIFECYCLE, ActivityCategory.RIGHTS, ActivityCategory.TEAMS}
 )
-# The categories an access review wants to see as events (everything but sign-ins and noise).
+# The categories an access review wants to see as events (spec §11: everything but successful
+# sign-ins, sign-outs and noise).
 ACCESS_EVENT_CATEGORIES = frozenset(
     {
+        ActivityCategory.SIGN_IN_FAILURE,
         ActivityCategory.AUTHENTICATION,
         ActivityCategory.LIFECYCLE,
         ActivityCategory.RIGHTS,
@@ -53,9 +59,9 @@ _C = ActivityCategory
 ACTIVITY_TYPES: dict[str, ActivityCategory] = {
     # sign-in
     "admin_login_success": _C.SIGN_IN,
-    "admin_login_failure": _C.SIGN_IN,
+    "admin_login_failure": _C.SIGN_IN_FAILURE,
     "admin_logout": _C.SIGN_IN,
-    "admin_unauthorized_sign_in_method": _C.SIGN_IN,
+    "admin_unauthorized_sign_in_method": _C.SIGN_IN_FAILURE,
     "admin_password_reset_request": _C.SIGN_IN,
     "admin_password_reset_success": _C.SIGN_IN,
     # authentication
@@ -119,6 +125,15 @@ ACTIVITY_TYPES: dict[str, ActivityCategory] = {
     "automatic_away_mode_setting_change": _C.NOISE,
     "team_assignment_limit_change": _C.NOISE,
 }
+
+
+# The entry that sets a teammate's last login (spec §11).
+SIGN_IN_SUCCESS = "admin_login_success"
+ACCESS_EVENT_TYPES = frozenset(
+    name for name, category in ACTIVITY_TYPES.items() if category in ACCESS_EVENT_CATEGORIES
+)
+# What the 2.16+ activity-log search asks for: nothing else is read.
+EVENT_TYPES_READ: tuple[str, ...] = (SIGN_IN_SUCCESS, *sorted(ACCESS_EVENT_TYPES))
 
 
 def classify_activity(activity_type: object) -> ActivityCategory | None:

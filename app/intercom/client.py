@@ -169,6 +169,11 @@ def _parse_one(body: Any, model: type[ModelT], what: str, kind: str) -> ModelT:
         raise IntercomBadResponse(f"{what} returned a bad {kind}: {_first_error(exc)}") from None
 
 
+def _any_json(body: Any) -> Any:
+    """For reads whose caller checks the shape itself (the activity log)."""
+    return body
+
+
 def _first_error(exc: ValidationError) -> str:
     """Where and what, without the offending value (it is Intercom's data, not ours to log)."""
     error = exc.errors()[0]
@@ -309,6 +314,20 @@ class IntercomClient:
             parse=lambda body: _parse_one(body, IntercomTeam, "GET /teams/{id}", "team"),
         )
 
+    async def request_json(
+        self,
+        path: str,
+        *,
+        endpoint: str,
+        params: dict[str, str | int] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        """Any other JSON read, with the same retries and error tree: a GET with ``params``,
+        or a POST of ``json_body`` (Intercom's search endpoints)."""
+        return await self._get_json(
+            path, endpoint=endpoint, parse=_any_json, params=params, json_body=json_body
+        )
+
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, IntercomRateLimited) and exc.reset_at is not None:
@@ -344,10 +363,19 @@ class IntercomClient:
             extra={"intercom_path": path, "retry_in_seconds": round(wait, 3)},
         )
 
-    async def _get_json(self, path: str, *, endpoint: str, parse: Callable[[Any], T]) -> T:
-        """GET `path` and `parse` its JSON body. A body of the wrong shape (`parse` raises
-        IntercomBadResponse) is retried like one that is not JSON at all: both are what a
-        proxy or a bad deploy answers for a moment."""
+    async def _get_json(
+        self,
+        path: str,
+        *,
+        endpoint: str,
+        parse: Callable[[Any], T],
+        params: dict[str, str | int] | None = None,
+        json_body: Any = None,
+    ) -> T:
+        """GET `path` (or POST `json_body` to it: Intercom's search endpoints) and `parse` its
+        JSON body. A body of the wrong shape (`parse` raises IntercomBadResponse) is retried
+        like one that is not JSON at all: both are what a proxy or a bad deploy answers for a
+        moment."""
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_RETRYABLE),
             stop=stop_after_attempt(self._retry.max_attempts),
@@ -357,38 +385,50 @@ class IntercomClient:
         )
         async for attempt in retrying:
             with attempt:
-                return parse(await self._get_once(path, endpoint=endpoint))
+                return parse(
+                    await self._get_once(
+                        path, endpoint=endpoint, params=params, json_body=json_body
+                    )
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _describe(self, exc: BaseException) -> str:
         return self._redactor.scrub(f"{type(exc).__name__}: {exc}")
 
-    async def _get_once(self, path: str, *, endpoint: str) -> Any:
+    async def _get_once(
+        self,
+        path: str,
+        *,
+        endpoint: str,
+        params: dict[str, str | int] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        method = "GET" if json_body is None else "POST"
         try:
-            response = await self._http.get(path)
+            response = await self._http.request(method, path, params=params, json=json_body)
         except httpx.LocalProtocolError:
             # h11 refused to write the request: a header value it cannot carry. Its text
             # quotes the value (the token), and no retry can change it.
             INTERCOM_REQUESTS.labels(endpoint, "config_invalid").inc()
             raise IntercomConfigError(
-                f"GET {path}: the request could not be written: a header value holds a "
+                f"{method} {path}: the request could not be written: a header value holds a "
                 "character HTTP does not allow; check INTERCOM_ACCESS_TOKEN and "
                 "INTERCOM_API_VERSION for spaces, line breaks or other control characters"
             ) from None
         except httpx.TimeoutException as exc:
             INTERCOM_REQUESTS.labels(endpoint, "timeout").inc()
             raise IntercomUnavailable(
-                f"GET {path}: timed out waiting for {self._host} ({type(exc).__name__})"
+                f"{method} {path}: timed out waiting for {self._host} ({type(exc).__name__})"
             ) from None
         except httpx.ConnectError as exc:
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
             raise IntercomUnavailable(
-                f"GET {path}: could not connect to {self._host} ({self._describe(exc)})"
+                f"{method} {path}: could not connect to {self._host} ({self._describe(exc)})"
             ) from None
         except httpx.TransportError as exc:
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
             raise IntercomUnavailable(
-                f"GET {path}: connection to {self._host} failed ({self._describe(exc)})"
+                f"{method} {path}: connection to {self._host} failed ({self._describe(exc)})"
             ) from None
         except (OSError, AttributeError) as exc:
             # A connection reset while httpcore sets it up can escape unwrapped (anyio asks
@@ -396,30 +436,32 @@ class IntercomClient:
             # connection failure, to be retried like one rather than failing the run outright.
             INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
             raise IntercomUnavailable(
-                f"GET {path}: connection to {self._host} lost ({self._describe(exc)})"
+                f"{method} {path}: connection to {self._host} lost ({self._describe(exc)})"
             ) from None
         status = response.status_code
         INTERCOM_REQUESTS.labels(endpoint, str(status)).inc()
         if status == 429:
-            raise IntercomRateLimited(f"GET {path} was rate limited", reset_at=_reset_at(response))
+            raise IntercomRateLimited(
+                f"{method} {path} was rate limited", reset_at=_reset_at(response)
+            )
         if status in (401, 403):
             code = _error_code(response) or ("unauthorized" if status == 401 else "forbidden")
             if code == "api_plan_restricted":
                 raise IntercomPlanRestricted(
-                    f"Intercom answered 403 api_plan_restricted on GET {path}: the workspace's "
-                    "Intercom plan does not include API access to this endpoint; check the "
-                    "plan and the app's permissions in the Developer Hub",
+                    f"Intercom answered 403 api_plan_restricted on {method} {path}: the "
+                    "workspace's Intercom plan does not include API access to this endpoint; "
+                    "check the plan and the app's permissions in the Developer Hub",
                     status=status,
                 )
             raise IntercomAuthError(
-                f"Intercom refused the access token ({status} {code}) on GET {path}: "
+                f"Intercom refused the access token ({status} {code}) on {method} {path}: "
                 "check INTERCOM_ACCESS_TOKEN and the app's permissions",
                 status=status,
             )
         if status == 404:
-            raise IntercomNotFound(f"GET {path}: not found", status=status)
+            raise IntercomNotFound(f"{method} {path}: not found", status=status)
         if status >= 500:
-            raise IntercomUnavailable(f"GET {path} answered {status}", status=status)
+            raise IntercomUnavailable(f"{method} {path} answered {status}", status=status)
         if status >= 400:
             code = _error_code(response) or "error"
             if code == "intercom_version_invalid":
@@ -431,16 +473,16 @@ class IntercomClient:
                 )
             if code in AUTH_ERROR_CODES:
                 raise IntercomAuthError(
-                    f"Intercom refused the access token ({status} {code}) on GET {path}: "
+                    f"Intercom refused the access token ({status} {code}) on {method} {path}: "
                     "check INTERCOM_ACCESS_TOKEN",
                     status=status,
                 )
-            raise IntercomError(f"GET {path} answered {status} ({code})", status=status)
+            raise IntercomError(f"{method} {path} answered {status} ({code})", status=status)
         try:
             return loads_json(response.content)
         except orjson.JSONDecodeError:
             raise IntercomBadResponse(
-                f"GET {path} answered {status} with a body that is not JSON", status=status
+                f"{method} {path} answered {status} with a body that is not JSON", status=status
             ) from None
 
 

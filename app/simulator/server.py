@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from app.gc_pause import gc_paused
 from app.intercom.signature import sign_body
+from app.simulator.activity_routes import activity_log_control_routes, activity_log_routes
 from app.simulator.provisioning import ProvisioningControl, ProvisioningEndpoints, with_body
 from app.simulator.state import Fault, RecordedRequest, SimAdmin, SimTeam, SimWorkspace
 from app.simulator.webhooks import (
@@ -77,6 +78,13 @@ _ERROR_MESSAGES = {
 KNOWN_API_VERSIONS = frozenset(
     [f"1.{minor}" for minor in range(5)] + [f"2.{minor}" for minor in range(18)] + ["Preview"]
 )
+# 502 and 504 answer from the load balancer in front of the API: HTML, not an error.list.
+_EDGE_HTML = {
+    502: b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+    b"</h1></center></body></html>\n",
+    504: b"<html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 Gateway"
+    b" Time-out</h1></center></body></html>\n",
+}
 
 # Shared, never mutated: orjson serialises it the same for every admin.
 _EMPTY: dict[str, Any] = {}
@@ -131,7 +139,8 @@ def admin_rest_item(
     if detail:
         item["away_status_reason_id"] = None
     if with_avatar:
-        item["avatar"] = admin.avatar_url
+        # An object, as in Intercom's `admin` schema (the official SDK's `AdminAvatar`).
+        item["avatar"] = {"type": "avatar", "image_url": admin.avatar_url or DEFAULT_AVATAR_URL}
     if with_role and admin.role is not None:
         item["role"] = {"type": "role", "id": admin.role[0], "name": admin.role[1]}
     return item
@@ -145,6 +154,8 @@ def team_rest_item(team: SimTeam) -> dict[str, Any]:
         "name": team.name,
         "admin_ids": [intercom_id(a) for a in team.admin_ids],
         "admin_priority_level": {"primary_admin_ids": [], "secondary_admin_ids": []},
+        "assignment_limit": None,
+        "distribution_method": "round_robin",
     }
 
 
@@ -250,14 +261,19 @@ class _Simulator:
             await asyncio.sleep(fault.delay_seconds)
 
         remaining, reset = self.ws.count_rate_limit(time.time())
+        over_limit = remaining < 0 and self.ws.enforce_rate_limit
         if fault is not None and fault.status == 429:
             remaining, reset = 0, math.ceil(time.time() + fault.reset_in_seconds)
         headers = {
             "X-RateLimit-Limit": str(self.ws.rate_limit),
-            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Remaining": str(max(0, remaining)),
             "X-RateLimit-Reset": str(reset),
             "X-Request-Id": request_id,
         }
+        if over_limit and fault is None:
+            fault = Fault(path=path, status=429)
+        # Handlers are synchronous: a POST's JSON body is read for them here.
+        request.state.body = await request.body() if request.method == "POST" else b""
 
         if fault is not None and fault.body is None and (fault.status or 0) >= 400:
             return self._fault_error(fault, request_id, headers)
@@ -291,6 +307,11 @@ class _Simulator:
 
     def _fault_error(self, fault: Fault, request_id: str, headers: dict[str, str]) -> Response:
         status = fault.status or 500
+        if status in _EDGE_HTML and fault.error_code is None and fault.message is None:
+            # Gateway errors come from Intercom's edge, as HTML, not from its API.
+            return Response(
+                _EDGE_HTML[status], status, headers=headers, media_type="text/html; charset=utf-8"
+            )
         fallback = "server_error" if status >= 500 else "client_error"
         code = fault.error_code or _DEFAULT_ERROR_CODES.get(status, fallback)
         message = fault.message or _ERROR_MESSAGES.get(code, "Error")
@@ -524,8 +545,11 @@ def create_simulator_app(
             with_body(sim.api(provisioning.put_team)),
             methods=["PUT"],
         ),
+        *activity_log_control_routes(sim.ws),
         Route("/me", sim.api(sim.me), methods=["GET"]),
         Route("/admins", sim.api(sim.list_admins), methods=["GET"]),
+        # Before /admins/{admin_id}, which would otherwise take them for a teammate's id.
+        *activity_log_routes(sim),
         Route("/admins/{admin_id}", sim.api(sim.get_admin), methods=["GET"]),
         Route("/teams", sim.api(sim.list_teams), methods=["GET"]),
         Route("/teams/{team_id}", sim.api(sim.get_team), methods=["GET"]),

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.simulator.activity import SimActivityLog
+
 Role = tuple[str, str]
 """(role id, role name), e.g. ``("2", "Support Agent")``."""
 
@@ -255,6 +257,7 @@ class SimWorkspace:
         rate_limit: int = 10_000,
         rate_limit_window_seconds: float = 10.0,
         max_recorded_requests: int = 50_000,
+        enforce_rate_limit: bool = False,
     ) -> None:
         self.id_code = id_code
         self.name = name
@@ -266,8 +269,13 @@ class SimWorkspace:
         team_list = teams.values() if isinstance(teams, Mapping) else teams
         self.admins: dict[str, SimAdmin] = {a.id: a for a in admin_list}
         self.teams: dict[str, SimTeam] = {t.id: t for t in team_list}
+        # Calls per minute per app, as Intercom states its limit, spread over windows.
         self.rate_limit = rate_limit
         self.rate_limit_window_seconds = rate_limit_window_seconds
+        # Off by default: 429s then come only from faults. On, a call past its window's share
+        # answers 429 as Intercom does (benchmarks that claim "within the rate limit" use it).
+        self.enforce_rate_limit = enforce_rate_limit
+        self.activity = SimActivityLog()
         self.lock = threading.Lock()
         self._faults: list[Fault] = []
         # Bounded so a long benchmark cannot grow the log without limit.
@@ -495,15 +503,22 @@ class SimWorkspace:
         with self.lock:
             self._requests.clear()
 
+    def window_allowance(self) -> int:
+        """Calls allowed per window: the per-minute limit spread evenly over the minute."""
+        return max(1, math.floor(self.rate_limit * self.rate_limit_window_seconds / 60))
+
     def count_rate_limit(self, now: float) -> tuple[int, int]:
-        """Count one call in the current window; returns (remaining, reset unix time)."""
-        # Intercom spreads its per-minute quota over fixed 10 s windows. The simulator reports the
-        # counters but never enforces them: 429s come only from faults, so benchmarks stay honest.
+        """Count one call in the current window; returns (remaining, reset unix time).
+
+        Remaining goes below zero once a window's share is used up (the caller answers 429
+        when enforcing, and reports 0)."""
+        # Intercom spreads its per-minute quota over fixed 10 s windows: 10,000 a minute is
+        # 1,666 per 10 s window.
         window = self.rate_limit_window_seconds
         with self.lock:
             start = math.floor(now / window) * window
             if start != self._window_start:
                 self._window_start, self._window_count = start, 0
             self._window_count += 1
-            remaining = max(0, self.rate_limit - self._window_count)
+            remaining = self.window_allowance() - self._window_count
         return remaining, math.ceil(start + window)

@@ -68,8 +68,11 @@ def build_notification(
     }
 
 
-def admin_webhook_item(admin: SimAdmin, *, numeric_id: bool = True) -> dict[str, Any]:
-    """The admin as webhook payloads carry it, which differs from the REST object."""
+def admin_webhook_item(admin: SimAdmin, *, numeric_id: bool = False) -> dict[str, Any]:
+    """The admin as webhook payloads carry it, which differs from the REST object.
+
+    The id is a string, as in Intercom's webhook model and its official SDK; `numeric_id`
+    sends it as a number, as some captured deliveries do."""
     return {
         "type": "admin",
         "id": intercom_id(admin.id) if numeric_id else admin.id,

@@ -45,6 +45,7 @@ def user_object(row: Any, team_ids: list[str], *, roles_enabled: bool) -> dict[s
             "has_inbox_seat": row.has_inbox_seat,
             "away_mode_enabled": row.away_mode_enabled,
             "away_mode_reassign": row.away_mode_reassign,
+            "last_login_method": row.last_login_method,
         },
     }
     if roles_enabled:

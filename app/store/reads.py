@@ -29,6 +29,7 @@ USER_COLUMNS = (
     User.account_type,
     User.last_login_at,
     User.removed_at,
+    User.last_login_method,
 )
 
 
@@ -50,6 +51,7 @@ class SnapshotUser(NamedTuple):
     account_type: str | None
     last_login_at: datetime | None
     removed_at: datetime | None
+    last_login_method: str | None
 
 
 assert SnapshotUser._fields == tuple(column.key for column in USER_COLUMNS)

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.activity.reader import ActivityLogReader
 from app.intercom.client import IntercomClient, IntercomError
 from app.logging_setup import run_id_var
 from app.metrics import SYNC_DURATION, SYNC_RUNS
@@ -80,6 +81,11 @@ class SyncCoordinator:
         self._refresh_unknown_since: datetime | None = None
         self._stopping = False
         self._on_version_change = on_version_change
+        self._activity_log = (
+            ActivityLogReader(db, settings, client_factory, on_version_change=on_version_change)
+            if client_factory is not None and settings.activity_log_enabled
+            else None
+        )
 
     # ----- requests -------------------------------------------------------------------------
 
@@ -236,6 +242,10 @@ class SyncCoordinator:
             run_id_var.reset(token)
         SYNC_RUNS.labels(trigger, view.status).inc()
         SYNC_DURATION.labels(view.status).observe(time.monotonic() - started)
+        if view.status == "succeeded" and self._activity_log is not None:
+            # After the run lock is let go (a long backfill must not hold up the next sync);
+            # the reader records its own failures and never raises.
+            await self._activity_log.read()
         return view
 
     async def _execute_locked(

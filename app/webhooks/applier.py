@@ -20,6 +20,7 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.activity.webhooks import apply_webhook_entries
 from app.intercom.notifications import parse_notification
 from app.metrics import APPLY_LAG, WEBHOOK_EVENTS_APPLIED
 from app.settings import Settings
@@ -117,6 +118,14 @@ def _apply_batch(
         marks: list[dict[str, Any]] = []
         apply = _apply_each_alone if isolate else _apply_together
         outcomes = apply(session, events, version=version, now=now, app_id=app_id)
+        changes.merge(
+            apply_webhook_entries(
+                session,
+                (o.activity_entry for o, _ in outcomes if o is not None and o.activity_entry),
+                version=version,
+                now=now,
+            )
+        )
         # Read once, and only by a batch with a deferred event.
         last_run: list[sync_runs.RunView | None] = []
         for event, (outcome, error) in zip(events, outcomes, strict=True):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from app.activity.entries import LogEntry, parse_entry
+from app.activity.webhooks import is_usage_evidence
 from app.intercom.models import IntercomAdmin
 from app.intercom.notifications import (
     ACTIVITY_LOG_TOPIC,
@@ -45,6 +47,8 @@ class EventOutcome:
     reason: str | None = None
     changes: ChangeSet = field(default_factory=ChangeSet)
     needs_refresh: bool = False
+    # A sign-in or access event an activity-log notification carries (spec §11).
+    activity_entry: LogEntry | None = None
 
 
 def _when(created_at: int) -> datetime:
@@ -84,10 +88,17 @@ def apply_notification(
         return EventOutcome(REJECTED, future)
     topic = notification.topic
     if topic == ACTIVITY_LOG_TOPIC:
+        entry = parse_entry(notification.item)
+        evidence = entry if entry is not None and is_usage_evidence(entry.activity_type) else None
         if activity_needs_refresh(notification.item):
             return EventOutcome(
-                APPLIED, "scheduled a refresh of teammates and teams", needs_refresh=True
+                APPLIED,
+                "scheduled a refresh of teammates and teams",
+                needs_refresh=True,
+                activity_entry=evidence,
             )
+        if evidence is not None:
+            return EventOutcome(APPLIED, "recorded as usage evidence", activity_entry=evidence)
         return EventOutcome(IGNORED, "activity type does not affect access")
     admin = notification.teammate
     if admin is None:

@@ -1,0 +1,199 @@
+"""The simulator's activity-log routes: Intercom's three endpoints and a control plane.
+
+``GET /admins/activity_logs`` (every 2.x version; 20 entries a page), ``POST
+/admins/activity_logs/search`` and ``GET /admins/activity_log_event_types`` (2.16+; 404 before,
+as for any route a version lacks). Control plane: ``GET``/``POST``/``DELETE /_sim/activity``
+lists, records (one entry or ``{"entries": [...]}``) or forgets entries.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.simulator.activity import (
+    ACTIVITY_TYPES,
+    LIST_PER_PAGE,
+    SEARCH_MAX_PER_PAGE,
+    SimActivity,
+    activity_log_list,
+    describe,
+    page_from_token,
+)
+
+if TYPE_CHECKING:
+    from app.simulator.server import _Simulator
+    from app.simulator.state import SimWorkspace
+
+_Answer = tuple[int, dict[str, Any]]
+
+
+class _BadParameter(ValueError):
+    pass
+
+
+def _timestamp(value: object, name: str, *, required: bool) -> int | None:
+    # Intercom's own example sends the search times as strings of digits.
+    if value is None or value == "":
+        if required:
+            raise _BadParameter(f"{name} is required")
+        return None
+    if isinstance(value, bool):
+        raise _BadParameter(f"{name} must be a UNIX timestamp")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise _BadParameter(f"{name} must be a UNIX timestamp")
+
+
+def _page(page: object, starting_after: object) -> int:
+    if starting_after not in (None, ""):
+        if not isinstance(starting_after, str):
+            raise _BadParameter("starting_after must be a string")
+        try:
+            return page_from_token(starting_after)
+        except ValueError as exc:
+            raise _BadParameter(str(exc)) from None
+    if page in (None, ""):
+        return 1
+    if isinstance(page, str) and page.isdigit():
+        page = int(page)
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise _BadParameter("page must be a positive integer")
+    return page
+
+
+def activity_log_routes(sim: _Simulator) -> list[Route]:
+    """The three API routes, wrapped like every other API route (auth, faults, log)."""
+    from app.simulator.server import error_list, role_visible
+
+    ws = sim.ws
+
+    def bad(request_id: str, message: str) -> _Answer:
+        return 400, error_list("parameter_invalid", message, request_id)
+
+    def version_has_search(request: Request) -> bool:
+        return role_visible(request.headers.get("intercom-version", ws.api_version))
+
+    def list_logs(request: Request, request_id: str) -> _Answer:
+        query = request.query_params
+        try:
+            lo = _timestamp(query.get("created_at_after"), "created_at_after", required=True)
+            hi = _timestamp(query.get("created_at_before"), "created_at_before", required=False)
+            page = _page(query.get("page"), query.get("starting_after"))
+        except _BadParameter as exc:
+            return bad(request_id, str(exc))
+        assert lo is not None
+        return _answer(ws, lo, hi, types=None, page=page, per_page=LIST_PER_PAGE)
+
+    def search_logs(request: Request, request_id: str) -> _Answer:
+        if not version_has_search(request):
+            return 404, error_list("not_found", "Resource Not Found", request_id)
+        try:
+            body = orjson.loads(request.state.body or b"{}")
+        except orjson.JSONDecodeError:
+            return bad(request_id, "the body is not JSON")
+        if not isinstance(body, dict):
+            return bad(request_id, "the body must be a JSON object")
+        try:
+            lo = _timestamp(body.get("created_at_after"), "created_at_after", required=True)
+            hi = _timestamp(body.get("created_at_before"), "created_at_before", required=False)
+            page = _page(body.get("page"), body.get("starting_after"))
+            per_page = body.get("per_page", LIST_PER_PAGE)
+            if (
+                isinstance(per_page, bool)
+                or not isinstance(per_page, int)
+                or not 1 <= per_page <= SEARCH_MAX_PER_PAGE
+            ):
+                raise _BadParameter(f"per_page must be between 1 and {SEARCH_MAX_PER_PAGE}")
+            event_types = body.get("event_types")
+            types: frozenset[str] | None = None
+            if event_types is not None:
+                if not isinstance(event_types, list) or not all(
+                    isinstance(t, str) for t in event_types
+                ):
+                    raise _BadParameter("event_types must be a list of strings")
+                unknown = sorted(set(event_types) - set(ACTIVITY_TYPES))
+                if unknown:
+                    raise _BadParameter(f"unknown event_types: {unknown}")
+                types = frozenset(event_types) if event_types else None
+        except _BadParameter as exc:
+            return bad(request_id, str(exc))
+        assert lo is not None
+        return _answer(ws, lo, hi, types=types, page=page, per_page=per_page)
+
+    def event_types(request: Request, request_id: str) -> _Answer:
+        if not version_has_search(request):
+            return 404, error_list("not_found", "Resource Not Found", request_id)
+        return 200, {"type": "activity_log_event_type.list", "event_types": list(ACTIVITY_TYPES)}
+
+    return [
+        Route("/admins/activity_logs", sim.api(list_logs), methods=["GET"]),
+        Route("/admins/activity_logs/search", sim.api(search_logs), methods=["POST"]),
+        Route("/admins/activity_log_event_types", sim.api(event_types), methods=["GET"]),
+    ]
+
+
+def _answer(
+    ws: SimWorkspace,
+    lo: int,
+    hi: int | None,
+    *,
+    types: frozenset[str] | None,
+    page: int,
+    per_page: int,
+) -> _Answer:
+    upper = hi if hi is not None else int(time.time())
+    entries, total = ws.activity.window(lo, upper, types=types, page=page, per_page=per_page)
+    return 200, activity_log_list(entries, page=page, per_page=per_page, total=total)
+
+
+def activity_log_control_routes(ws: SimWorkspace) -> list[Route]:
+    """``/_sim/activity``: record sign-ins and access events, list or forget them."""
+
+    def respond(payload: object, status: int = 200) -> Response:
+        return Response(
+            orjson.dumps(payload), status_code=status, media_type="application/json; charset=utf-8"
+        )
+
+    async def activity(request: Request) -> Response:
+        if request.method == "GET":
+            return respond({"entries": [e.to_json() for e in ws.activity.entries()]})
+        if request.method == "DELETE":
+            ws.activity.clear()
+            return respond({"cleared": True})
+        try:
+            data = orjson.loads(await request.body())
+            raw = data.get("entries", [data]) if isinstance(data, dict) else None
+            if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+                raise ValueError("send one entry object or {'entries': [...]}")
+            entries = [_entry(ws, r) for r in raw]
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return respond({"error": str(exc)}, 400)
+        recorded = [e.to_json() for e in entries if ws.activity.record(e)]
+        return respond({"recorded": recorded})
+
+    return [Route("/_sim/activity", activity, methods=["GET", "POST", "DELETE"])]
+
+
+def _entry(ws: SimWorkspace, data: dict[str, Any]) -> SimActivity:
+    """An entry from control-plane JSON, with the teammate's email and a description filled
+    in from the workspace when not given."""
+    now = int(time.time())
+    admin = ws.get_admin(str(data.get("admin_id")))
+    filled: dict[str, Any] = dict(data)
+    if admin is not None:
+        filled.setdefault("email", admin.email)
+        filled.setdefault(
+            "description", describe(str(data.get("activity_type", "")), admin.name or admin.email)
+        )
+    filled.setdefault("ip", "198.51.100.23")
+    if filled.get("activity_type") == "admin_login_success":
+        filled.setdefault("metadata", {"sign_in_method": "email_password"})
+    return SimActivity.from_dict(filled, now=now)
