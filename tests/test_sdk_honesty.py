@@ -141,6 +141,33 @@ def test_every_simulator_route_answers_what_the_official_sdk_parses_strictly(
         assert types["type"] == "activity_log_event_type.list"
         assert all(isinstance(t, str) for t in types["event_types"])
 
+        # The write endpoints (spec §10): python-intercom 5.0.1 has no call for either (they
+        # are 2.17 and Preview), so they are driven by hand; the team answer is the SDK's Team.
+        preview = {"Intercom-Version": "Preview"}
+        members = [admin_ids[0], admin_ids[1]]
+        put = api.put(f"/teams/{team_id}", json={"admin_ids": members}, headers=preview)
+        assert put.status_code == 200, put.text
+        exercised.add(("PUT", "/teams/{team_id}"))
+        updated = strict(Team, put.json())
+        assert isinstance(updated, Team)
+        assert sorted(str(a) for a in updated.admin_ids or []) == sorted(members)
+        target, leaving = admin_ids[0], admin_ids[-1]
+        removed = api.delete(
+            "/admins/remove",
+            params={
+                "admin_id": leaving,
+                "reassign_messages_admin_id": target,
+                "reassign_owner_admin_id": target,
+                "reassign_articles_author_id": target,
+                "reassign_conversations_admin_id": target,
+            },
+            headers={"Intercom-Version": "2.17"},
+        )
+        assert removed.status_code == 200, removed.text
+        exercised.add(("DELETE", "/admins/remove"))
+        # No SDK model: Intercom documents the answer as the removed teammate's id.
+        assert removed.json()["id"] == leaving
+
     api_routes = {
         (method, route.path)
         for route in create_simulator_app(

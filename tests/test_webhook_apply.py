@@ -513,12 +513,20 @@ class TestActivityLog:
             for envelope in sign_ins:
                 deliver(service, envelope, client)
 
-        assert set(settle(service, *sign_ins).values()) == {"ignored"}
+        outcomes = settle(service, *sign_ins)
+        # Usage evidence (issue 20): a sign-in sets the last login and a failed one is kept as
+        # an access event; a sign-out is neither. None of them is a change of access.
+        expected = {"admin_login_success": "applied", "admin_login_failure": "applied"}
+        for envelope in sign_ins:
+            kind = envelope["data"]["item"]["activity_type"]
+            assert outcomes[envelope["id"]] == expected.get(kind, "ignored"), kind
         # Longer than the debounce window (0.3 s in tests): a refresh would have started.
         time.sleep(1.5)
         assert webhook_runs(service) == []
         assert len(sim.requests("/admins")) == admins_fetches
-        assert served(service)["version"] == before["version"]
+        after = served(service)
+        assert served_truth(after) == served_truth(before)
+        assert after["grants"] == before["grants"]
 
     def test_every_access_changing_type_among_sign_ins_causes_exactly_one_refresh(
         self, start_service: Callable[..., ServiceServer], sim: SimulatorServer
@@ -538,7 +546,9 @@ class TestActivityLog:
 
         outcomes = settle(service, *burst)
         assert {outcomes[e["id"]] for e in changes} == {"applied"}
-        assert {outcomes[e["id"]] for e in sign_ins} == {"ignored"}
+        # Sign-ins are usage evidence (applied: last login, failures as access events),
+        # never a refresh.
+        assert {outcomes[e["id"]] for e in sign_ins} <= {"applied", "ignored"}
         wait_for(lambda: finished_webhook_runs(service), timeout=30, what="the refresh run")
         # Give a second (wrong) refresh every chance to show up before counting.
         time.sleep(debounce + 1.0)

@@ -116,8 +116,6 @@ ACTIVITY_TYPES: dict[str, ActivityCategory] = {
     # a teammate's own profile and availability: never access
     "admin_away_mode_change": _C.NOISE,
     "admin_avatar_change": _C.NOISE,
-    "admin_name_change": _C.NOISE,
-    "admin_assignment_limit_change": _C.NOISE,
     "admin_conversation_assignment_limit_change": _C.NOISE,
     "admin_ticket_assignment_limit_change": _C.NOISE,
     "admin_occupancy_setting_change": _C.NOISE,

@@ -19,10 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# Every `activity_type` of Intercom's OpenAPI description 2.16 (schema `activity_log`).
+# Every `activity_type` of Intercom's OpenAPI description 2.16 (schema `activity_log`), in its
+# order: 114 values.
 ACTIVITY_TYPES: tuple[str, ...] = (
     "admin_conversation_assignment_limit_change",
     "admin_ticket_assignment_limit_change",
+    "admin_avatar_change",
     "admin_away_mode_change",
     "admin_deletion",
     "admin_deprovisioned",
@@ -36,6 +38,8 @@ ACTIVITY_TYPES: tuple[str, ...] = (
     "admin_login_failure",
     "admin_login_success",
     "admin_logout",
+    "admin_occupancy_setting_change",
+    "admin_occupancy_state_change",
     "admin_password_reset_request",
     "admin_password_reset_success",
     "admin_permission_change",
@@ -65,10 +69,20 @@ ACTIVITY_TYPES: tuple[str, ...] = (
     "bulk_export",
     "campaign_deletion",
     "campaign_state_change",
+    "conversation_deletion_schedule_creation",
+    "conversation_deletion_schedule_deletion",
+    "conversation_deletion_schedule_state_change",
+    "conversation_deletion_schedule_update",
     "conversation_part_deletion",
+    "conversation_pdf_export",
     "conversation_topic_change",
     "conversation_topic_creation",
     "conversation_topic_deletion",
+    "content_redaction_rule_creation",
+    "content_redaction_rule_deletion",
+    "content_redaction_rule_update",
+    "csv_import_completion",
+    "csv_import_creation",
     "custom_authentication_token_creation",
     "help_center_settings_change",
     "inbound_conversations_change",
@@ -76,6 +90,7 @@ ACTIVITY_TYPES: tuple[str, ...] = (
     "macro_creation",
     "macro_deletion",
     "macro_update",
+    "macro_usage_export",
     "malicious_domains_setting_change",
     "message_deletion",
     "message_state_change",
@@ -107,6 +122,7 @@ ACTIVITY_TYPES: tuple[str, ...] = (
     "team_assignment_limit_change",
     "trusted_domains_setting_change",
     "unassign_unsnoozed_at_capacity_setting_change",
+    "unassign_unsnoozed_when_away_setting_change",
     "upfront_email_collection_change",
     "allowed_attachment_filetypes_setting_change",
     "attach_uploads_inline_setting_change",
@@ -119,6 +135,7 @@ ACTIVITY_TYPES: tuple[str, ...] = (
     "user_voice_notes_setting_change",
     "welcome_message_change",
     "workspace_deletion_request",
+    "hide_csat_from_agents_setting_change",
 )
 
 _DESCRIPTIONS = {

@@ -14,7 +14,13 @@ from sqlalchemy.orm import Session
 
 from app.activity.entries import LogEntry
 from app.store.models import AccessEvent, ActivityLogCursor, Membership, Role, Team, User
-from app.store.versioning import USER, ChangeSet, lock_store_state, record_changes
+from app.store.versioning import (
+    USER,
+    ChangeSet,
+    lock_store_state,
+    note_teammates_updated,
+    record_changes,
+)
 
 _IN_CHUNK = 500
 # A sign-in the log reports within this many seconds before the stored one is taken for the
@@ -170,6 +176,8 @@ def write_sign_ins(session: Session, sign_ins: Mapping[str, SignIn], *, version:
             changes.delete(USER, user_id)
     if not updates:
         return changes
+    # A sign-in moves nobody in or out of the workspace: no workspace grant change.
+    note_teammates_updated(session, [row["uid"] for row in updates], sets_removed_at=False)
     table = User.__table__
     assert isinstance(table, Table)
     session.execute(
