@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-# The latest Unix time a datetime can hold (9999-12-31T23:59:59Z).
-_MAX_TIMESTAMP = 253_402_300_799
+from app.intercom.notifications import as_timestamp
+
 # Keys under which an entry's metadata may name the teammate it is about (undocumented:
 # looked for, never required). Without one, the event is about the teammate who acted.
 _SUBJECT_KEYS = ("admin_id", "teammate_id", "target_admin_id", "affected_admin_id")
@@ -40,21 +40,6 @@ class LogEntry:
         return self.actor_id
 
 
-def _timestamp(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    number: int | None = None
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-    if number is None or not 0 <= number <= _MAX_TIMESTAMP:
-        return None
-    return number
-
-
 def _text(value: object, limit: int) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
@@ -81,7 +66,7 @@ def parse_entry(item: object) -> LogEntry | None:
         return None
     entry_id = _text(item.get("id"), 255)
     activity_type = item.get("activity_type")
-    created_at = _timestamp(item.get("created_at"))
+    created_at = as_timestamp(item.get("created_at"))
     if entry_id is None or not isinstance(activity_type, str) or created_at is None:
         return None
     performed_by = item.get("performed_by")

@@ -548,7 +548,7 @@ async def _write_once(
     if not response.content:
         return WriteAnswer(status, None)
     try:
-        return WriteAnswer(status, orjson.loads(response.content))
+        return WriteAnswer(status, loads_json(response.content))
     except orjson.JSONDecodeError:
         raise IntercomBadResponse(
             f"{label} answered {status} with a body that is not JSON", status=status

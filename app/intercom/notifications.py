@@ -45,7 +45,7 @@ class Notification:
 _MAX_TIMESTAMP = 253_402_300_799
 
 
-def _as_timestamp(value: object) -> int | None:
+def as_timestamp(value: object) -> int | None:
     """A Unix time in seconds, or None when the value is not one (an integer past 64 bits
     would not even fit the inbox column, and one past year 9999 is no date at all)."""
     number: int | None = None
@@ -110,9 +110,9 @@ def parse_notification(body: bytes) -> Notification:
         item = data["item"]
     elif topic in HANDLED_TOPICS:
         raise InvalidNotification("the notification has no data.item object")
-    created_at = _as_timestamp(payload.get("created_at"))
+    created_at = as_timestamp(payload.get("created_at"))
     if created_at is None:
-        created_at = _as_timestamp(payload.get("first_sent_at"))
+        created_at = as_timestamp(payload.get("first_sent_at"))
     item_id: str | None = None
     teammate: IntercomAdmin | None = None
     if topic in ADMIN_STATE_TOPICS:
