@@ -38,6 +38,7 @@ def concrete_paths(service: ServiceServer) -> dict[str, set[str]]:
         "team_id": body["teams"][0]["id"],
         "role_id": "1",
         "run_id": "1",
+        "workspace_id": body["workspaces"][0]["id"],
     }
     paths: dict[str, set[str]] = {}
     for template, operations in document(service)["paths"].items():
