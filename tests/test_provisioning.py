@@ -60,6 +60,26 @@ def cast(sim: SimulatorServer) -> Cast:
 
 
 @pytest.fixture
+def start_service(
+    start_service: Callable[..., ServiceServer],
+) -> Callable[..., ServiceServer]:
+    """conftest's, with the activity log off: its read after every baseline runs on its own
+    schedule, and would otherwise show up in the simulator's request log that these tests
+    read to prove a refused request sent nothing to Intercom."""
+
+    def start(**overrides: Any) -> ServiceServer:
+        overrides.setdefault("activity_log_enabled", False)
+        return start_service(**overrides)
+
+    return start
+
+
+@pytest.fixture
+def service(start_service: Callable[..., ServiceServer]) -> ServiceServer:
+    return start_service()
+
+
+@pytest.fixture
 def prov(start_service: Callable[..., ServiceServer], cast: Cast) -> ServiceServer:
     return start_service(
         provisioning_api_tokens=PROVISIONING_TOKEN,
