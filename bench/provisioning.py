@@ -315,7 +315,7 @@ class _Run:
 
     # -- one repetition -------------------------------------------------------------------------
 
-    def removal(self, index: int, user_id: str, dry_user_id: str) -> None:
+    def removal(self, user_id: str, dry_user_id: str) -> None:
         path = f"/api/v1/users/{user_id}"
         key = f"bench-remove-{user_id}"
 
@@ -623,7 +623,7 @@ def _one_size(ctx: Context, size: int, repeat: int) -> None:
             run = _Run(ctx, sim, service, reference, size, etag, version)
             log(f"provisioning: {size:,} teammates, {repeat} repetitions, etag {etag}")
             for index in range(repeat):
-                run.removal(index, cast.removed[index], cast.dry_removed[index])
+                run.removal(cast.removed[index], cast.dry_removed[index])
                 team_id, user_id = cast.team_pairs[index]
                 run.team_change(team_id, user_id, cast.dry_pairs[index])
                 last = run.samples.removal[-1], run.samples.team_add[-1]
