@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import snapshot, sync, webhooks
+from bench import provisioning, snapshot, sync, webhooks
 from bench.common import (
     PLANS,
     ROOT,
@@ -37,7 +37,18 @@ AREAS: dict[str, Callable[[Context], None]] = {
     "sync": sync.run,
     "snapshot": snapshot.run,
     "webhooks": webhooks.run,
+    "provisioning": provisioning.run,
 }
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of sizes: {text}") from None
+    if not sizes or min(sizes) < 40:
+        raise argparse.ArgumentTypeError("each size must be at least 40 teammates")
+    return sizes
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,6 +79,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="seconds per throughput window (default 8, quick 1.5)",
+    )
+    parser.add_argument(
+        "--provisioning-teammates",
+        metavar="N[,N...]",
+        type=_sizes,
+        default=None,
+        help="workspace sizes of the provisioning area (default 1000,10000; quick 200; smoke 40)",
+    )
+    parser.add_argument(
+        "--provisioning-repeat",
+        type=int,
+        default=None,
+        help="removals and team changes per provisioning size (default 20, quick 3)",
     )
     parser.add_argument(
         "--postgres",
@@ -121,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, repeat=args.repeat)
     if args.duration:
         plan = dataclasses.replace(plan, window=args.duration)
+    if args.provisioning_teammates:
+        plan = dataclasses.replace(plan, provisioning_sizes=args.provisioning_teammates)
+    if args.provisioning_repeat:
+        plan = dataclasses.replace(plan, provisioning_repeat=args.provisioning_repeat)
     repeat, duration = plan.repeat, plan.window
     areas = args.only or list(AREAS)
     report = Report(

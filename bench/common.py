@@ -447,6 +447,8 @@ class Plan:
     repeat: int
     rebuilds: int
     service_every_size: bool = True  # False: the service runs only at the middle sync size
+    provisioning_sizes: tuple[int, ...] = (1_000,)  # teammates, one workspace each
+    provisioning_repeat: int = 10  # removals, team adds and team removals per size
 
     @property
     def judged(self) -> bool:
@@ -455,10 +457,45 @@ class Plan:
 
 PLANS = {
     "full": Plan(
-        "full", (1_000, 10_000, 50_000), 10_000, 20_000, (10_000, 100_000), 8.0, 1.5, 3, 7
+        "full",
+        (1_000, 10_000, 50_000),
+        10_000,
+        20_000,
+        (10_000, 100_000),
+        8.0,
+        1.5,
+        3,
+        7,
+        provisioning_sizes=(1_000, 10_000),
+        provisioning_repeat=20,
     ),
-    "quick": Plan("quick", (200, 1_000, 2_000), 1_000, 2_000, (1_000, 5_000), 1.5, 0.5, 1, 3),
-    "smoke": Plan("smoke", (20, 40, 80), 40, 100, (100, 300), 0.3, 0.2, 1, 1, False),
+    "quick": Plan(
+        "quick",
+        (200, 1_000, 2_000),
+        1_000,
+        2_000,
+        (1_000, 5_000),
+        1.5,
+        0.5,
+        1,
+        3,
+        provisioning_sizes=(200,),
+        provisioning_repeat=3,
+    ),
+    "smoke": Plan(
+        "smoke",
+        (20, 40, 80),
+        40,
+        100,
+        (100, 300),
+        0.3,
+        0.2,
+        1,
+        1,
+        False,
+        provisioning_sizes=(40,),
+        provisioning_repeat=3,
+    ),
 }
 
 

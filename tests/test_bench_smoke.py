@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
+import pytest
 
 from app.snapshot.cache import SnapshotMemo, build_snapshot, serialize_snapshot
 from app.store.reads import SnapshotRows, StoreHeader
@@ -42,18 +42,32 @@ EXPECTED = {
         "apply: events/s",
         "RSS after",
     ],
+    "provisioning": [
+        "removal (40 teammates): sent -> visible in snapshot, p95",
+        "team add (40 teammates): sent -> visible in snapshot, p95",
+        "team removal (40 teammates): sent -> visible in snapshot, p95",
+        "removal dry run (40 teammates): Intercom calls in all",
+        "removal replayed (same Idempotency-Key) (40 teammates): Intercom calls in all",
+    ],
 }
 
 
-def test_the_benchmark_suite_runs_every_area_without_a_functional_failure(tmp_path: Path) -> None:
-    output = tmp_path / "latest.json"
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any]]:
+    """One `--smoke` pass over every area, shared by the tests that read its report."""
+    output = tmp_path_factory.mktemp("bench") / "latest.json"
     args = ["--smoke", "--output", str(output)]
     if POSTGRES_URL:
         args += ["--postgres", POSTGRES_URL, "--no-sqlite"]
-
     code = main(args)
+    report: dict[str, Any] = json.loads(output.read_text())
+    return code, report
 
-    report = json.loads(output.read_text())
+
+def test_the_benchmark_suite_runs_every_area_without_a_functional_failure(
+    smoke_run: tuple[int, dict[str, Any]],
+) -> None:
+    code, report = smoke_run
     assert report["functional_failures"] == []
     assert code == 0
     assert report["mode"] == "smoke"
@@ -74,6 +88,46 @@ def test_the_benchmark_suite_runs_every_area_without_a_functional_failure(tmp_pa
     assert throughput
     assert all(float(f["value"]) > 0 for f in throughput)
     assert all(f["ratio"] is not None for f in throughput if "requests/s" in f["name"])
+
+
+def test_the_provisioning_bench_counts_each_requests_intercom_calls_and_sees_it_in_one_version(
+    smoke_run: tuple[int, dict[str, Any]],
+) -> None:
+    # The bench itself reports a functional failure when a request makes other calls than
+    # these, or its change is not in the snapshot and the change feed at one version; here
+    # the figures it reports say the same.
+    _, report = smoke_run
+    figures = {
+        str(f["name"]).replace(" (40 teammates)", ""): f
+        for f in report["figures"]
+        if f["area"] == "provisioning"
+    }
+    calls = {name: f["value"] for name, f in figures.items() if "Intercom calls" in name}
+    assert calls == {
+        "removal: Intercom calls per request": 1,
+        "team add: Intercom calls per request": 2,
+        "team removal: Intercom calls per request": 2,
+        "removal replayed (same Idempotency-Key): Intercom calls in all": 0,
+        "removal repeated without a key: Intercom calls in all": 0,
+        "removal dry run: Intercom calls in all": 0,
+        "team add replayed (same Idempotency-Key): Intercom calls in all": 0,
+        # Only GET /teams/{id}: the store cannot know Intercom still lists the teammate.
+        "team add repeated without a key: Intercom calls in all": 3,
+        "team add dry run: Intercom calls in all": 0,
+    }
+    assert figures["removal: Intercom calls per request"]["note"] == (
+        "DELETE /admins/remove x3, GET /me x1 over 3"
+    )
+    for what in ("team add", "team removal"):
+        assert figures[f"{what}: Intercom calls per request"]["note"] == (
+            "GET /teams/{id} x3, PUT /teams/{id} x3 over 3"
+        )
+    for what in ("removal", "team add", "team removal"):
+        visible = figures[f"{what}: sent -> visible in snapshot, median"]
+        assert "in the change feed in the same version 3/3" in visible["note"]
+        assert len(visible["samples"]) == 3
+        assert visible["ratio"] is not None
+        assert figures[f"{what}: API call, median"]["ratio"] is not None
 
 
 class UserRow(NamedTuple):
