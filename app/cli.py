@@ -75,7 +75,7 @@ class _RetryLines(logging.Handler):
     of 30-60 s is otherwise silence."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        from app.logging_setup import REDACTOR
+        from app.observability.logs import REDACTOR
 
         print(f"  {REDACTOR.scrub(record.getMessage())}", flush=True)
 
@@ -89,7 +89,7 @@ def _print_intercom_retries() -> None:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    from app.logging_setup import configure_logging
+    from app.observability.logs import configure_logging
 
     settings = _settings_or_exit()
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
@@ -100,7 +100,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.http_server import run_server
-    from app.logging_setup import configure_logging
+    from app.observability.logs import configure_logging
 
     settings = _settings_or_exit()
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
@@ -115,8 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from app.logging_setup import configure_logging
     from app.main import intercom_client_factory
+    from app.observability.logs import configure_logging
     from app.settings import startup_warnings
     from app.store import sync_runs
     from app.store.engine import create_database
@@ -178,7 +178,7 @@ def _dry_run(settings: Settings) -> int:
     were)."""
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
-    from app.check import store_is_at_head
+    from app.health.check import store_is_at_head
     from app.intercom.client import IntercomError
     from app.main import intercom_client_factory
     from app.store.engine import create_database
@@ -254,14 +254,14 @@ def _dry_run(settings: Settings) -> int:
 
 
 def cmd_check(_args: argparse.Namespace) -> int:
-    from app.check import CheckResult, check_configuration, check_intercom, check_store
+    from app.health.check import CheckResult, check_configuration, check_intercom, check_store
 
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(CheckResult("configuration", False, str(exc)).line())
         return 1
-    from app.logging_setup import configure_logging
+    from app.observability.logs import configure_logging
 
     # The lines below are the output; a log line would only repeat one.
     configure_logging("critical", "console", settings.secret_values())
@@ -276,7 +276,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from app.demo import run_demo
+    from app.simulator.demo import run_demo
 
     return run_demo(host=args.host, port=args.port)
 
@@ -332,7 +332,7 @@ class _RedactingStream:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        from app.logging_setup import scrub
+        from app.observability.logs import scrub
 
         self._stream.write(scrub(text))
         return len(text)

@@ -15,13 +15,13 @@ from starlette.concurrency import run_in_threadpool
 
 from app import __version__
 from app.api import activity, c1, health, operators, provisioning, webhooks
+from app.api.c1 import SnapshotFastPath
 from app.api.errors import install_error_handlers
-from app.api.fastpath import SnapshotFastPath
+from app.api.middleware import HeadAsGetMiddleware, RequestIdMiddleware
 from app.api.webhooks import WebhookFastPath
+from app.health.store_metrics import build_store_registry
 from app.intercom.client import IntercomClient, RetryPolicy
-from app.logging_setup import configure_logging
-from app.middleware import HeadAsGetMiddleware, RequestIdMiddleware
-from app.observability import build_store_registry
+from app.observability.logs import configure_logging
 from app.provisioning.service import Provisioner
 from app.services import Services
 from app.settings import Settings, get_settings, startup_warnings

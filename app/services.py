@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from fastapi import Request
 from prometheus_client import CollectorRegistry
 
 from app.settings import Settings
@@ -50,10 +49,3 @@ class Services:
             with self.db.reading() as session:
                 self._workspace_id = read_header(session).workspace_id
         return self._workspace_id
-
-
-async def get_services(request: Request) -> Services:
-    # async on purpose: FastAPI runs a plain `def` dependency in the threadpool, a thread
-    # hop per request for what is an attribute read.
-    services: Services = request.app.state.services
-    return services

@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.api.middleware import route_methods
 from app.api.schemas import ErrorBody
-from app.middleware import route_methods
 
 
 class ApiError(Exception):

@@ -46,8 +46,8 @@ from app.intercom.models import (
     parse_items,
 )
 from app.intercom.text import loads_json
-from app.logging_setup import Redactor, scrub
-from app.metrics import INTERCOM_REQUESTS
+from app.observability.logs import Redactor, scrub
+from app.observability.metrics import INTERCOM_REQUESTS
 
 logger = logging.getLogger(__name__)
 

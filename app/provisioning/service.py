@@ -46,7 +46,7 @@ from app.intercom.client import (
     me_admin_id,
 )
 from app.intercom.models import IntercomTeam
-from app.metrics import PROVISIONING_REQUESTS
+from app.observability.metrics import PROVISIONING_REQUESTS
 from app.provisioning.store_apply import (
     apply_confirmed_members,
     apply_confirmed_removal,

@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from app.gc_pause import gc_paused
+from app.core.gc_pause import gc_paused
 from app.snapshot import shapes
 from app.store.engine import Database
 from app.store.reads import SnapshotRows, read_header, read_snapshot

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.gc_pause import gc_paused
+from app.core.gc_pause import gc_paused
 from app.intercom.client import IntercomClient
 from app.intercom.models import IntercomAdmin, IntercomTeam, IntercomWorkspace
 from app.store import directory as store

@@ -29,8 +29,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.activity.reader import ActivityLogReader
 from app.intercom.client import IntercomClient, IntercomError
-from app.logging_setup import run_id_var
-from app.metrics import SYNC_DURATION, SYNC_RUNS
+from app.observability.logs import run_id_var
+from app.observability.metrics import SYNC_DURATION, SYNC_RUNS
 from app.settings import Settings
 from app.store import sync_runs
 from app.store.engine import Database, describe_error

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.activity.webhooks import apply_webhook_entries
 from app.intercom.notifications import parse_notification
-from app.metrics import APPLY_LAG, WEBHOOK_EVENTS_APPLIED
+from app.observability.metrics import APPLY_LAG, WEBHOOK_EVENTS_APPLIED
 from app.settings import Settings
 from app.store import inbox, sync_runs
 from app.store.engine import Database, describe_error

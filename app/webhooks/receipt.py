@@ -18,7 +18,7 @@ from app.intercom.notifications import (
     parse_notification,
 )
 from app.intercom.signature import SignatureRefused, check_signature
-from app.metrics import WEBHOOKS
+from app.observability.metrics import WEBHOOKS
 from app.services import Services
 from app.store import inbox
 from app.store.inbox import NewEvent
