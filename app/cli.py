@@ -115,12 +115,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from app.main import intercom_client_factory
     from app.observability.logs import configure_logging
+    from app.services import build_coordinator
     from app.settings import startup_warnings
-    from app.store import sync_runs
     from app.store.engine import create_database
-    from app.sync.coordinator import SyncCoordinator, process_owner
+    from app.store.sync_runs import RunView
 
     settings = _settings_or_exit()
     # Progress and the one-line reason are printed; log lines would only repeat them.
@@ -137,22 +136,24 @@ def cmd_sync(args: argparse.Namespace) -> int:
     force: bool = args.force
 
     async def run() -> int:
-        coordinator = SyncCoordinator(db, settings, intercom_client_factory(settings))
-        run_view, created = sync_runs.enqueue_run(
-            db, trigger="cli", force=force, owner=process_owner()
+        def started(_run: RunView) -> None:
+            if force:
+                print("force: the mass-removal brake is off for this run")
+
+        coordinator = build_coordinator(db, settings)
+        result, created = await coordinator.run_now(
+            "cli",
+            force=force,
+            started=started,
+            progress=lambda line: print(line, flush=True),
         )
         if not created:
             print(
-                f"sync failed: run {run_view.id} is already {run_view.status}; "
+                f"sync failed: run {result.id} is already {result.status}; "
                 "try again when it has finished",
                 file=sys.stderr,
             )
             return 1
-        if force:
-            print("force: the mass-removal brake is off for this run")
-        result = await coordinator.execute(
-            run_view.id, force=force, trigger="cli", progress=lambda line: print(line, flush=True)
-        )
         if result.status == "succeeded":
             for warning in result.warnings:  # items left as they were (spec §9)
                 print(f"warning: {warning['resource_type']} {warning['id']}: {warning['reason']}")
@@ -179,8 +180,7 @@ def _dry_run(settings: Settings) -> int:
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
     from app.health.check import store_is_at_head
-    from app.intercom.client import IntercomError
-    from app.main import intercom_client_factory
+    from app.intercom.client import IntercomError, intercom_client_factory
     from app.store.engine import create_database
     from app.store.migrate import MigrationsNotFound, describe_store_error
     from app.store.versioning import read_store_state

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from app.activity.reader import ActivityLogReader
+from app.intercom.client import intercom_client_factory
 from app.settings import Settings
 from app.snapshot.cache import SnapshotCache
 from app.store.engine import Database
@@ -16,6 +18,20 @@ from app.webhooks.applier import InboxApplier
 from app.webhooks.intake import InboxWriter
 
 WORKSPACE_RECHECK_SECONDS = 5.0
+
+
+def build_coordinator(db: Database, settings: Settings) -> SyncCoordinator:
+    """The sync coordinator with the activity-log read after each successful baseline (when
+    enabled and Intercom is configured), for the service and `intercom-sync sync` alike."""
+    client_factory = intercom_client_factory(settings)
+    reader = (
+        ActivityLogReader(db, settings, client_factory)
+        if client_factory is not None and settings.activity_log_enabled
+        else None
+    )
+    return SyncCoordinator(
+        db, settings, client_factory, after_baseline=reader.read if reader is not None else None
+    )
 
 
 @dataclass
