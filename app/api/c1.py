@@ -44,7 +44,8 @@ from app.api.schemas import (
 )
 from app.services import Services
 from app.snapshot import views
-from app.snapshot.cache import NotSynced, SnapshotBody
+from app.snapshot.cache import SnapshotBody
+from app.store.read_errors import NotSynced
 
 
 async def require_reader(request: Request, services: ServicesDep) -> None:
@@ -115,10 +116,7 @@ async def snapshot(
     include_removed: Annotated[bool, Query(description="Also list removed teammates.")] = False,
 ) -> Response:
     """Serialized once per version and gzip-encoded when accepted; `If-None-Match` → 304."""
-    try:
-        body = await services.snapshots.get(include_removed=include_removed)
-    except NotSynced:
-        views.require_synced_error()
+    body = await services.snapshots.get(include_removed=include_removed)
     return snapshot_response(
         body, request.headers.get("if-none-match"), request.headers.get("accept-encoding")
     )

@@ -14,7 +14,7 @@ from app.api.auth import require_token
 from app.api.deps import ServicesDep
 from app.api.errors import ApiError
 from app.api.schemas import ErrorBody, SyncRun, SyncRunList, WebhookEventList
-from app.snapshot.shapes import iso
+from app.core.timefmt import iso
 from app.store import inbox, sync_runs
 from app.store.models import WebhookEvent
 
