@@ -26,7 +26,12 @@ from sqlalchemy.orm import Session
 
 from app.core.gc_pause import gc_paused
 from app.intercom.client import IntercomClient
-from app.intercom.models import IntercomAdmin, IntercomTeam, IntercomWorkspace
+from app.intercom.models import (
+    IntercomAdmin,
+    IntercomTeam,
+    IntercomWorkspace,
+    user_fields_from_admin,
+)
 from app.store import directory as store
 from app.store.bulk import bulk_write_cache
 from app.store.models import StoreState, utcnow
@@ -51,28 +56,6 @@ MASS_REMOVAL_MIN_USERS = 5
 GHOST_TOMBSTONE_DAYS = timedelta(days=7)
 _EMAIL = itemgetter("email")
 FORCE_HINT = "POST /resync?force=true, or intercom-sync sync --force"
-
-
-def account_type_of(email: str | None) -> str:
-    """Intercom's own bot teammates (Fin: `operator+…@intercom.io`) are service accounts."""
-    if email:
-        local, _, domain = email.strip().lower().partition("@")
-        if domain == "intercom.io" and local.startswith("operator+"):
-            return "service"
-    return "human"
-
-
-def user_fields_from_admin(admin: IntercomAdmin, *, roles_supported: bool) -> dict[str, Any]:
-    return {
-        "name": admin.name,
-        "email": admin.email,
-        "job_title": admin.job_title,
-        "has_inbox_seat": admin.has_inbox_seat,
-        "away_mode_enabled": admin.away_mode_enabled,
-        "away_mode_reassign": admin.away_mode_reassign,
-        "role_id": admin.role.id if roles_supported and admin.role else None,
-        "account_type": account_type_of(admin.email),
-    }
 
 
 @dataclass
