@@ -20,7 +20,6 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.activity.webhooks import apply_webhook_entries
 from app.intercom.notifications import parse_notification
 from app.observability.metrics import APPLY_LAG, WEBHOOK_EVENTS_APPLIED
 from app.settings import Settings
@@ -35,6 +34,7 @@ from app.store.versioning import (
     record_changes,
 )
 from app.store.workset import TeammateWorkset
+from app.webhooks.activity import apply_webhook_entries
 from app.webhooks.apply import (
     APPLIED,
     DEFERRED,
