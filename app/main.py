@@ -27,6 +27,7 @@ from app.snapshot.cache import SnapshotCache
 from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head
 from app.webhooks.applier import InboxApplier
+from app.webhooks.apply import apply_notification
 from app.webhooks.intake import InboxWriter
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
             config,
             intercom_client_factory(config),
             request_refresh=coordinator.request_refresh,
+            apply_notification=apply_notification,
         )
         writer.start()
         applier.start()
