@@ -12,11 +12,7 @@ toward the mass-removal brake; times an earlier release let lie in the future ar
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -24,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.core.gc_pause import gc_paused
+from app.core.gc_pause import gc_paused, gc_paused_at_most
 from app.intercom.client import IntercomClient
 from app.intercom.models import (
     IntercomAdmin,
@@ -146,7 +142,7 @@ async def fetch_workspace(client: IntercomClient, *, roles_supported: bool) -> F
     # 50k teammates, which made it grow ~7x from 10k. The parsed models are acyclic.
     # Other requests keep running meanwhile (this awaits), so the pause is capped: a fetch
     # stuck in retries must not leave the whole process without a collector.
-    with _collector_paused(FETCH_GC_PAUSE_SECONDS):
+    with gc_paused_at_most(FETCH_GC_PAUSE_SECONDS):
         workspace = await client.get_workspace()
         logger.info("fetched workspace %s", workspace.id_code)
         admins = await client.list_admins()
@@ -154,21 +150,6 @@ async def fetch_workspace(client: IntercomClient, *, roles_supported: bool) -> F
         teams = await client.list_teams()
         logger.info("fetched %d teams", len(teams))
     return FetchedWorkspace(workspace, admins, teams, started, roles_supported)
-
-
-@contextmanager
-def _collector_paused(limit_seconds: float) -> Iterator[None]:
-    """Pause the garbage collector for the block, but for no longer than `limit_seconds`."""
-    if not gc.isenabled():  # someone else's pause: leave it to them
-        yield
-        return
-    gc.disable()
-    resume = asyncio.get_running_loop().call_later(limit_seconds, gc.enable)
-    try:
-        yield
-    finally:
-        resume.cancel()
-        gc.enable()
 
 
 def apply_baseline(
