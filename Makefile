@@ -71,12 +71,14 @@ test: venv ## Run the test suite (SQLite)
 test-postgres: venv ## Run the test suite on a throwaway PostgreSQL 15 cluster
 	bash scripts/test-postgres.sh $(VENV_PY) -m pytest $(PYTEST_ARGS)
 
-# Runs all three checks even when an earlier one fails, so one run reports everything.
-lint: venv ## ruff check, ruff format --check, mypy
+# Runs all four checks even when an earlier one fails, so one run reports everything.
+# lint-imports checks the layer contracts of app/ in pyproject.toml ([tool.importlinter]).
+lint: venv ## ruff check, ruff format --check, mypy, lint-imports
 	@rc=0; \
 	for cmd in "$(VENV_BIN)/ruff check $(LINT_PATHS)" \
 	           "$(VENV_BIN)/ruff format --check $(LINT_PATHS)" \
-	           "$(VENV_BIN)/mypy"; do \
+	           "$(VENV_BIN)/mypy" \
+	           "$(VENV_BIN)/lint-imports"; do \
 		echo "$$cmd"; \
 		$$cmd || { rc=1; echo "lint: '$$cmd' failed" >&2; }; \
 	done; \
@@ -118,7 +120,7 @@ soak: venv ## Run the soak test (SOAK_ARGS=...)
 # --- housekeeping --------------------------------------------------------------------------------
 
 clean: ## Remove caches and build artefacts (keeps .venv and data/)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis build dist *.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 clean-venv: ## Remove the virtual environment too

@@ -75,7 +75,7 @@ class _RetryLines(logging.Handler):
     of 30-60 s is otherwise silence."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        from app.logging_setup import REDACTOR
+        from app.observability.logs import REDACTOR
 
         print(f"  {REDACTOR.scrub(record.getMessage())}", flush=True)
 
@@ -89,7 +89,7 @@ def _print_intercom_retries() -> None:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    from app.logging_setup import configure_logging
+    from app.observability.logs import configure_logging
 
     settings = _settings_or_exit()
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
@@ -100,7 +100,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.http_server import run_server
-    from app.logging_setup import configure_logging
+    from app.observability.logs import configure_logging
 
     settings = _settings_or_exit()
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
@@ -115,12 +115,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from app.logging_setup import configure_logging
-    from app.main import intercom_client_factory
+    from app.observability.logs import configure_logging
+    from app.services import build_coordinator
     from app.settings import startup_warnings
-    from app.store import sync_runs
     from app.store.engine import create_database
-    from app.sync.coordinator import SyncCoordinator, process_owner
+    from app.store.sync_runs import RunView
 
     settings = _settings_or_exit()
     # Progress and the one-line reason are printed; log lines would only repeat them.
@@ -137,22 +136,24 @@ def cmd_sync(args: argparse.Namespace) -> int:
     force: bool = args.force
 
     async def run() -> int:
-        coordinator = SyncCoordinator(db, settings, intercom_client_factory(settings))
-        run_view, created = sync_runs.enqueue_run(
-            db, trigger="cli", force=force, owner=process_owner()
+        def started(_run: RunView) -> None:
+            if force:
+                print("force: the mass-removal brake is off for this run")
+
+        coordinator = build_coordinator(db, settings)
+        result, created = await coordinator.run_now(
+            "cli",
+            force=force,
+            started=started,
+            progress=lambda line: print(line, flush=True),
         )
         if not created:
             print(
-                f"sync failed: run {run_view.id} is already {run_view.status}; "
+                f"sync failed: run {result.id} is already {result.status}; "
                 "try again when it has finished",
                 file=sys.stderr,
             )
             return 1
-        if force:
-            print("force: the mass-removal brake is off for this run")
-        result = await coordinator.execute(
-            run_view.id, force=force, trigger="cli", progress=lambda line: print(line, flush=True)
-        )
         if result.status == "succeeded":
             for warning in result.warnings:  # items left as they were (spec §9)
                 print(f"warning: {warning['resource_type']} {warning['id']}: {warning['reason']}")
@@ -178,9 +179,8 @@ def _dry_run(settings: Settings) -> int:
     were)."""
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
-    from app.check import store_is_at_head
-    from app.intercom.client import IntercomError
-    from app.main import intercom_client_factory
+    from app.health.check import store_is_at_head
+    from app.intercom.client import IntercomError, intercom_client_factory
     from app.store.engine import create_database
     from app.store.migrate import MigrationsNotFound, describe_store_error
     from app.store.versioning import read_store_state
@@ -254,14 +254,14 @@ def _dry_run(settings: Settings) -> int:
 
 
 def cmd_check(_args: argparse.Namespace) -> int:
-    from app.check import CheckResult, check_configuration, check_intercom, check_store
+    from app.health.check import CheckResult, check_configuration, check_intercom, check_store
 
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(CheckResult("configuration", False, str(exc)).line())
         return 1
-    from app.logging_setup import configure_logging
+    from app.observability.logs import configure_logging
 
     # The lines below are the output; a log line would only repeat one.
     configure_logging("critical", "console", settings.secret_values())
@@ -276,7 +276,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from app.demo import run_demo
+    from app.simulator.demo import run_demo
 
     return run_demo(host=args.host, port=args.port)
 
@@ -332,7 +332,7 @@ class _RedactingStream:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        from app.logging_setup import scrub
+        from app.observability.logs import scrub
 
         self._stream.write(scrub(text))
         return len(text)

@@ -4,62 +4,35 @@ the webhook intake and applier, and the sync coordinator."""
 from __future__ import annotations
 
 import logging
-import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
 from app.api import activity, c1, health, operators, provisioning, webhooks
+from app.api.c1 import SnapshotFastPath
 from app.api.errors import install_error_handlers
-from app.api.fastpath import SnapshotFastPath
+from app.api.middleware import HeadAsGetMiddleware, RequestIdMiddleware
 from app.api.webhooks import WebhookFastPath
-from app.intercom.client import IntercomClient, RetryPolicy
-from app.logging_setup import configure_logging
-from app.middleware import HeadAsGetMiddleware, RequestIdMiddleware
-from app.observability import build_store_registry
+from app.health.store_metrics import build_store_registry
+from app.intercom.client import intercom_client_factory
+from app.observability.logs import configure_logging
 from app.provisioning.service import Provisioner
-from app.services import Services
+from app.services import Services, build_coordinator
 from app.settings import Settings, get_settings, startup_warnings
 from app.snapshot.cache import SnapshotCache
 from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head
-from app.sync.coordinator import SyncCoordinator
 from app.webhooks.applier import InboxApplier
+from app.webhooks.apply import apply_notification
 from app.webhooks.intake import InboxWriter
 
 logger = logging.getLogger(__name__)
 
 DOCS_ASSETS_PATH = "/docs/assets"
-
-
-def intercom_client_factory(settings: Settings) -> Callable[[], IntercomClient] | None:
-    token = settings.intercom_access_token
-    if token is None:
-        return None
-    tls: list[ssl.SSLContext] = []  # built on first use, then shared by every run's client
-
-    def make() -> IntercomClient:
-        if not tls:
-            tls.append(httpx.create_ssl_context())
-        return IntercomClient(
-            base_url=settings.intercom_api_base_url,
-            access_token=token.get_secret_value(),
-            api_version=settings.intercom_api_version,
-            timeout_seconds=settings.intercom_timeout_seconds,
-            retry=RetryPolicy(
-                max_attempts=settings.intercom_max_attempts,
-                backoff_initial_seconds=settings.intercom_backoff_initial_seconds,
-                max_rate_limit_wait_seconds=settings.intercom_max_rate_limit_wait_seconds,
-            ),
-            tls=tls[0],
-        )
-
-    return make
 
 
 def warn_about_settings(settings: Settings) -> None:
@@ -76,7 +49,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         if run_migrations:
             await run_in_threadpool(upgrade_to_head, config.database_url)
         db = create_database(config.database_url)
-        coordinator = SyncCoordinator(db, config, intercom_client_factory(config))
+        coordinator = build_coordinator(db, config)
         applier = InboxApplier(db, config, request_refresh=coordinator.request_refresh)
         writer = InboxWriter(db, on_committed=applier.wake_threadsafe)
         app.state.services = Services(
@@ -93,6 +66,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
             config,
             intercom_client_factory(config),
             request_refresh=coordinator.request_refresh,
+            apply_notification=apply_notification,
         )
         writer.start()
         applier.start()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from fastapi import Request
 from prometheus_client import CollectorRegistry
 
+from app.activity.reader import ActivityLogReader
+from app.intercom.client import intercom_client_factory
 from app.settings import Settings
 from app.snapshot.cache import SnapshotCache
 from app.store.engine import Database
@@ -17,6 +18,20 @@ from app.webhooks.applier import InboxApplier
 from app.webhooks.intake import InboxWriter
 
 WORKSPACE_RECHECK_SECONDS = 5.0
+
+
+def build_coordinator(db: Database, settings: Settings) -> SyncCoordinator:
+    """The sync coordinator with the activity-log read after each successful baseline (when
+    enabled and Intercom is configured), for the service and `intercom-sync sync` alike."""
+    client_factory = intercom_client_factory(settings)
+    reader = (
+        ActivityLogReader(db, settings, client_factory)
+        if client_factory is not None and settings.activity_log_enabled
+        else None
+    )
+    return SyncCoordinator(
+        db, settings, client_factory, after_baseline=reader.read if reader is not None else None
+    )
 
 
 @dataclass
@@ -50,10 +65,3 @@ class Services:
             with self.db.reading() as session:
                 self._workspace_id = read_header(session).workspace_id
         return self._workspace_id
-
-
-async def get_services(request: Request) -> Services:
-    # async on purpose: FastAPI runs a plain `def` dependency in the threadpool, a thread
-    # hop per request for what is an attribute read.
-    services: Services = request.app.state.services
-    return services

@@ -28,7 +28,7 @@ from typing import Any
 
 from app.activity.reader import ActivityLogReader
 from app.intercom.client import IntercomClient, RetryPolicy
-from app.metrics import INTERCOM_REQUESTS
+from app.observability.metrics import INTERCOM_REQUESTS
 from app.settings import load_settings
 from app.simulator import SimulatorServer, generate_workspace
 from app.simulator.activity import SyntheticLog

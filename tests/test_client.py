@@ -23,9 +23,8 @@ from app.intercom.client import (
     IntercomUnavailable,
     RetryPolicy,
 )
-from app.intercom.models import IntercomAdmin
+from app.intercom.models import IntercomAdmin, user_fields_from_admin
 from app.simulator import SimulatorServer
-from app.sync.baseline import user_fields_from_admin
 from tests.support import OPERATOR_TOKEN, SIM_TOKEN, ServiceServer, free_port, wait_for
 
 T = TypeVar("T")

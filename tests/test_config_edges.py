@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from app.cli import main
 from app.intercom.client import IntercomClient, IntercomConfigError, RetryPolicy
-from app.logging_setup import REDACTOR, JsonFormatter, configure_logging
+from app.observability.logs import REDACTOR, JsonFormatter, configure_logging
 from app.settings import ConfigError, load_settings, startup_warnings
 from app.simulator import SimulatorServer, build_notification
 from app.simulator.webhooks import encode_notification

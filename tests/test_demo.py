@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.demo import OPERATOR_TOKEN, READ_TOKEN
+from app.simulator.demo import OPERATOR_TOKEN, READ_TOKEN
 from tests.support import ROOT, free_port
 
 INTERCOM_SYNC = Path(sys.executable).parent / "intercom-sync"

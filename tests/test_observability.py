@@ -25,7 +25,7 @@ from prometheus_client.samples import Sample
 from sqlalchemy.engine import make_url
 
 from app.intercom.signature import sign_body
-from app.logging_setup import (
+from app.observability.logs import (
     REDACTOR,
     ConsoleFormatter,
     ContextFilter,

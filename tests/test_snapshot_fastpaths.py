@@ -15,8 +15,8 @@ import pytest
 from starlette.responses import Response
 
 from app.api.c1 import snapshot_response
-from app.logging_setup import JsonFormatter
-from app.middleware import _log_access, _new_request_id
+from app.api.middleware import _log_access, _new_request_id
+from app.observability.logs import JsonFormatter
 from app.snapshot.cache import (
     SnapshotBody,
     SnapshotMemo,

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.concurrency import run_in_threadpool
 
-from app.activity.entries import LogEntry, parse_entry
+from app.intercom.activity_log import LogEntry, parse_entry
 from app.intercom.activity_types import EVENT_TYPES_READ, SIGN_IN_SUCCESS, is_access_event
 from app.intercom.client import (
     IntercomAuthError,
@@ -45,8 +45,6 @@ WINDOW = timedelta(days=30)
 # Entries can become visible in the log a little after their `created_at`: each read starts
 # this much before the cursor (what it reads again is skipped by id or is no newer).
 LATE_ENTRY_OVERLAP = timedelta(minutes=10)
-# Spec §9: a sign-in time more than this past the moment of reading is refused.
-MAX_FUTURE = timedelta(minutes=5)
 SEARCH_PER_PAGE = 250
 # A log that keeps answering `next` beyond this many pages in one window is not believed.
 MAX_PAGES_PER_WINDOW = 100_000
@@ -196,7 +194,7 @@ class ActivityLogReader:
     ) -> None:
         newest: dict[str, store.SignIn] = {}
         count = 0
-        latest_allowed = now + MAX_FUTURE
+        latest_allowed = now + store.MAX_FUTURE
         # A backfill may reach further back than access events are kept: not stored at all.
         oldest_kept = now - timedelta(days=self._settings.access_event_retention_days)
         async for items in _pages(client, lo, hi, search=search, outcome=outcome):

@@ -9,14 +9,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.api.cursors import decode_cursor, encode_cursor
-from app.api.errors import ApiError
+from app.core.timefmt import iso
 from app.intercom.activity_types import ACCESS_EVENT_TYPES
-from app.snapshot.shapes import iso
-from app.snapshot.views import require_synced
 from app.store import activity as store
 from app.store import reads
+from app.store.cursors import decode_cursor, encode_cursor
 from app.store.models import AccessEvent, utcnow
+from app.store.read_errors import ActivityLogNotRead, InvalidCursor, InvalidRequest
+from app.store.reads import require_synced
 
 
 def parse_since(value: str | None) -> datetime | None:
@@ -29,9 +29,7 @@ def parse_since(value: str | None) -> datetime | None:
             return datetime.fromtimestamp(int(text), UTC)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except (ValueError, OverflowError, OSError):
-        raise ApiError(
-            400,
-            "invalid_request",
+        raise InvalidRequest(
             "since must be an ISO 8601 time (e.g. 2026-12-01T00:00:00Z) or Unix seconds",
         ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
@@ -62,9 +60,7 @@ def access_events_page(
     require_synced(header)
     unknown = sorted(set(types) - ACCESS_EVENT_TYPES)
     if unknown:
-        raise ApiError(
-            400,
-            "invalid_request",
+        raise InvalidRequest(
             f"type {unknown[0]!r} is not an access event type; known: "
             + ", ".join(sorted(ACCESS_EVENT_TYPES)),
         )
@@ -80,7 +76,7 @@ def access_events_page(
             at_text, last_id = position
             after = (datetime.fromisoformat(at_text), str(last_id))
         except (TypeError, ValueError):
-            raise ApiError(400, "invalid_cursor", "the cursor is malformed") from None
+            raise InvalidCursor("the cursor is malformed") from None
     rows = store.page_access_events(
         session,
         since=since_at,
@@ -106,14 +102,7 @@ def dormant_report(session: Session, *, days: int, roles_enabled: bool) -> dict[
     require_synced(header)
     cursor = store.read_cursor(session)
     if cursor.read_to is None:
-        raise ApiError(
-            503,
-            "activity_log_not_read",
-            "the activity log has not been read yet (see /readyz: ACTIVITY_LOG_ENABLED, and the "
-            "Intercom app's 'Read admin activity logs' permission); without it every teammate "
-            "would look dormant",
-            headers={"Retry-After": "60"},
-        )
+        raise ActivityLogNotRead
     now = utcnow()
     rows = store.dormant_teammates(session, signed_in_before=now - timedelta(days=days))
     items = [

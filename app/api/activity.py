@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from app.activity import views
-from app.api.c1 import ServicesDep, require_reader
+from app.api.c1 import require_reader
+from app.api.deps import ServicesDep
 from app.api.schemas import ErrorBody
 
 

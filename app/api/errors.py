@@ -10,8 +10,17 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.api.middleware import route_methods
 from app.api.schemas import ErrorBody
-from app.middleware import route_methods
+from app.store.read_errors import (
+    ActivityLogNotRead,
+    Gone,
+    InvalidCursor,
+    InvalidRequest,
+    NotFound,
+    NotSynced,
+    ReadError,
+)
 
 
 class ApiError(Exception):
@@ -23,6 +32,18 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+# The read model's refusals: status and headers of each kind (the subclass first where one
+# derives from another). `Retry-After` tells a poller when the answer may have changed.
+READ_ERRORS: dict[type[ReadError], tuple[int, dict[str, str]]] = {
+    NotSynced: (503, {"Retry-After": "30"}),
+    ActivityLogNotRead: (503, {"Retry-After": "60"}),
+    InvalidCursor: (400, {}),
+    InvalidRequest: (400, {}),
+    NotFound: (404, {}),
+    Gone: (410, {}),
+}
 
 
 def error_response(
@@ -100,6 +121,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(ReadError)
+    async def _read_error(_request: Request, exc: ReadError) -> Response:
+        status, headers = READ_ERRORS.get(type(exc), (500, {}))
+        return error_response(status, exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> Response:

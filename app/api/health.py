@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import orjson
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from app.api.deps import ServicesDep
 from app.api.schemas import Health, Readiness
-from app.metrics import REGISTRY
-from app.readiness import check_readiness
-from app.services import Services, get_services
+from app.health.readiness import check_readiness
+from app.observability.metrics import REGISTRY
 
 router = APIRouter(tags=["health"])
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 @router.get("/healthz", summary="Liveness", responses={200: {"model": Health}})

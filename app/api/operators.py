@@ -11,19 +11,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from app.api.auth import require_token
+from app.api.deps import ServicesDep
 from app.api.errors import ApiError
 from app.api.schemas import ErrorBody, SyncRun, SyncRunList, WebhookEventList
-from app.services import Services, get_services
-from app.snapshot.shapes import iso
+from app.core.timefmt import iso
 from app.store import inbox, sync_runs
 from app.store.models import WebhookEvent
 
 MAX_RUN_ID = 2**31 - 1
 
 
-async def require_operator(
-    request: Request, services: Annotated[Services, Depends(get_services)]
-) -> None:
+async def require_operator(request: Request, services: ServicesDep) -> None:
     require_token(
         request,
         services.settings.operator_api_tokens,
@@ -37,7 +35,6 @@ router = APIRouter(
     dependencies=[Depends(require_operator)],
     responses={401: {"model": ErrorBody, "description": "Missing or unknown token."}},
 )
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 MAX_RUN_ID = 2**31 - 1

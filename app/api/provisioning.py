@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from app.api.auth import bearer_token, require_token
+from app.api.deps import ServicesDep
 from app.api.errors import ApiError
 from app.api.operators import require_operator
 from app.api.schemas import ErrorBody, ErrorDetail
@@ -27,7 +28,7 @@ from app.provisioning.service import (
     Provisioner,
 )
 from app.provisioning.service import Request as ProvisioningRequest
-from app.services import Services, get_services
+from app.services import Services
 from app.store import provisioning as records
 
 # A body here is at most `{"reassign_to": "…"}`; anything far larger is not one of ours.
@@ -36,9 +37,7 @@ _ID = re.compile(r"^[0-9]{1,20}$")
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-async def require_provisioner(
-    request: Request, services: Annotated[Services, Depends(get_services)]
-) -> str:
+async def require_provisioner(request: Request, services: ServicesDep) -> str:
     """The presented provisioning token (checked), for the audit fingerprint."""
     tokens = services.settings.provisioning_api_tokens
     if not tokens:
@@ -111,7 +110,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 router = APIRouter(tags=["provisioning"], responses=_ERRORS)
 TokenDep = Annotated[str, Depends(require_provisioner)]
-ServicesDep = Annotated[Services, Depends(get_services)]
 DryRun = Annotated[
     bool, Query(description="Check everything and answer what would be sent; call nothing.")
 ]

@@ -8,17 +8,17 @@ takes the rest (chunked bodies) and documents the endpoint in /openapi.json.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.deps import ServicesDep
 from app.api.errors import error_response
 from app.api.schemas import ErrorBody, WebhookAck
 from app.intercom.signature import SIGNATURE_HEADER
-from app.services import Services, get_services
 from app.webhooks.receipt import MAX_BODY_BYTES, Receipt, take_delivery
 
 router = APIRouter(tags=["webhooks"])
@@ -100,9 +100,7 @@ async def webhook_head() -> Response:
     summary="Receive a signed Intercom notification",
     responses={**_ACK, **_ERRORS},
 )
-async def receive_webhook(
-    request: Request, services: Annotated[Services, Depends(get_services)]
-) -> Response:
+async def receive_webhook(request: Request, services: ServicesDep) -> Response:
     """Verify the signature over the raw body, store the notification, answer at once."""
     body = await read_body(request.receive, request.headers.get("content-length"))
     receipt = await take_delivery(services, body, request.headers.getlist(SIGNATURE_HEADER))

@@ -46,8 +46,9 @@ from app.intercom.models import (
     parse_items,
 )
 from app.intercom.text import loads_json
-from app.logging_setup import Redactor, scrub
-from app.metrics import INTERCOM_REQUESTS
+from app.observability.logs import Redactor, scrub
+from app.observability.metrics import INTERCOM_REQUESTS
+from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -609,3 +610,28 @@ def _parse_me_admin_id(body: Any) -> str:
     if isinstance(admin_id, bool) or not isinstance(admin_id, (str, int)) or admin_id == "":
         raise IntercomBadResponse("GET /me returned no teammate id")
     return str(admin_id)
+
+
+def intercom_client_factory(settings: Settings) -> Callable[[], IntercomClient] | None:
+    token = settings.intercom_access_token
+    if token is None:
+        return None
+    tls: list[ssl.SSLContext] = []  # built on first use, then shared by every run's client
+
+    def make() -> IntercomClient:
+        if not tls:
+            tls.append(httpx.create_ssl_context())
+        return IntercomClient(
+            base_url=settings.intercom_api_base_url,
+            access_token=token.get_secret_value(),
+            api_version=settings.intercom_api_version,
+            timeout_seconds=settings.intercom_timeout_seconds,
+            retry=RetryPolicy(
+                max_attempts=settings.intercom_max_attempts,
+                backoff_initial_seconds=settings.intercom_backoff_initial_seconds,
+                max_rate_limit_wait_seconds=settings.intercom_max_rate_limit_wait_seconds,
+            ),
+            tls=tls[0],
+        )
+
+    return make

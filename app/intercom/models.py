@@ -178,3 +178,27 @@ def parse_items(payload: Any, key: str, wanted_type: str) -> list[dict[str, Any]
         if not isinstance(item, dict):
             raise ValueError(f"'{key}'[{position}] is not an object")
     return [item for item in items if item.get("type", wanted_type) == wanted_type]
+
+
+# The user columns a teammate's Intercom record gives, shared by the baseline (app.sync) and
+# the webhook applier (app.webhooks), which must derive them alike.
+def account_type_of(email: str | None) -> str:
+    """Intercom's own bot teammates (Fin: `operator+…@intercom.io`) are service accounts."""
+    if email:
+        local, _, domain = email.strip().lower().partition("@")
+        if domain == "intercom.io" and local.startswith("operator+"):
+            return "service"
+    return "human"
+
+
+def user_fields_from_admin(admin: IntercomAdmin, *, roles_supported: bool) -> dict[str, Any]:
+    return {
+        "name": admin.name,
+        "email": admin.email,
+        "job_title": admin.job_title,
+        "has_inbox_seat": admin.has_inbox_seat,
+        "away_mode_enabled": admin.away_mode_enabled,
+        "away_mode_reassign": admin.away_mode_reassign,
+        "role_id": admin.role.id if roles_supported and admin.role else None,
+        "account_type": account_type_of(admin.email),
+    }

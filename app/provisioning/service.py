@@ -46,8 +46,9 @@ from app.intercom.client import (
     me_admin_id,
 )
 from app.intercom.models import IntercomTeam
-from app.metrics import PROVISIONING_REQUESTS
+from app.observability.metrics import PROVISIONING_REQUESTS
 from app.provisioning.store_apply import (
+    NotificationApplier,
     apply_confirmed_members,
     apply_confirmed_removal,
     finish_only,
@@ -195,8 +196,10 @@ class Provisioner:
         client_factory: Callable[[], IntercomClient] | None,
         *,
         request_refresh: Callable[[], None],
+        apply_notification: NotificationApplier,
     ) -> None:
         self._db = db
+        self._apply_notification = apply_notification
         self._settings = settings
         self._client_factory = client_factory
         self._request_refresh = request_refresh
@@ -411,7 +414,11 @@ class Provisioner:
 
         async def store(finish: records.FinishFn) -> records.RequestRecord:
             applied = await run_in_threadpool(
-                apply_confirmed_removal, self._db, request.user_id, finish=finish
+                apply_confirmed_removal,
+                self._db,
+                request.user_id,
+                finish=finish,
+                apply_notification=self._apply_notification,
             )
             return applied.record
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import select
 
@@ -19,9 +20,28 @@ from app.store.provisioning import RequestRecord
 from app.store.versioning import GRANT, ChangeSet, lock_store_state, membership_grant_id
 from app.store.versioning import record_changes as log_changes
 from app.store.workset import TeammateWorkset
-from app.webhooks.apply import apply_notification
 
 REMOVAL_TOPIC = "admin.removed_from_workspace"
+
+
+class Applies(Protocol):
+    @property
+    def changes(self) -> ChangeSet: ...
+
+
+class NotificationApplier(Protocol):
+    """The webhook path's `app.webhooks.apply.apply_notification`, handed in by app.main
+    (engines do not import each other)."""
+
+    def __call__(
+        self,
+        workset: TeammateWorkset,
+        notification: Notification,
+        *,
+        version: int,
+        now: datetime,
+        expected_app_id: str | None,
+    ) -> Applies: ...
 
 
 @dataclass(frozen=True)
@@ -31,7 +51,9 @@ class Applied:
     changed: int
 
 
-def apply_confirmed_removal(db: Database, user_id: str, *, finish: Finish) -> Applied:
+def apply_confirmed_removal(
+    db: Database, user_id: str, *, finish: Finish, apply_notification: NotificationApplier
+) -> Applied:
     """Intercom removed `user_id`: store it as the `admin.removed_from_workspace` notification
     Intercom sends for it would be stored, and close the request record in the same commit.
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.gc_pause import gc_paused
+from app.core.gc_pause import gc_paused
 from app.intercom.signature import sign_body
 from app.simulator.activity_routes import activity_log_control_routes, activity_log_routes
 from app.simulator.provisioning import ProvisioningControl, ProvisioningEndpoints, with_body

@@ -15,9 +15,11 @@ import orjson
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from app.gc_pause import gc_paused
+from app.core.gc_pause import gc_paused
+from app.core.timefmt import iso
 from app.snapshot import shapes
 from app.store.engine import Database
+from app.store.read_errors import NotSynced
 from app.store.reads import SnapshotRows, read_header, read_snapshot
 
 T = TypeVar("T")
@@ -29,10 +31,6 @@ class SnapshotBody:
     etag: str
     raw: bytes
     gzipped: bytes
-
-
-class NotSynced(Exception):
-    """No baseline has succeeded yet: there is no snapshot to serve."""
 
 
 def build_snapshot(rows: SnapshotRows, *, roles_enabled: bool) -> dict[str, Any]:
@@ -301,7 +299,7 @@ def _body(rows: SnapshotRows, links: _Links, users: Any, *, roles_enabled: bool)
             header.workspace_id, header.workspace_name, header.workspace_region
         ),
         "version": header.version,
-        "synced_at": shapes.iso(header.version_at or header.last_sync_at),
+        "synced_at": iso(header.version_at or header.last_sync_at),
         "resource_types": shapes.resource_types(roles_enabled=roles_enabled),
         "users": users,
         "teams": teams,

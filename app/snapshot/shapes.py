@@ -4,9 +4,9 @@ because C1 keys configuration on them."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from app.core.timefmt import iso
 from app.store.versioning import membership_grant_id, role_grant_id, workspace_grant_id
 
 USER_RESOURCE_TYPE = {"id": "user", "display_name": "User", "traits": ["user"]}
@@ -14,10 +14,6 @@ TEAM_RESOURCE_TYPE = {"id": "team", "display_name": "Team", "traits": ["group"]}
 ROLE_RESOURCE_TYPE = {"id": "role", "display_name": "Role", "traits": ["role"]}
 # The workspace itself, so that C1 can revoke a teammate's access to it (spec §3.3, §10).
 WORKSPACE_RESOURCE_TYPE = {"id": "workspace", "display_name": "Workspace", "traits": []}
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
 
 
 def resource_types(*, roles_enabled: bool) -> list[dict[str, Any]]:

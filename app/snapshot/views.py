@@ -7,33 +7,17 @@ version it saw."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.api.cursors import decode_cursor, encode_cursor
-from app.api.errors import ApiError
+from app.core.timefmt import iso
 from app.snapshot import shapes
 from app.store import reads
-from app.store.reads import StoreHeader
+from app.store.cursors import decode_cursor, encode_cursor
+from app.store.read_errors import Gone, InvalidCursor, NotFound
+from app.store.reads import StoreHeader, require_synced
 from app.store.versioning import changes_since
-
-NOT_SYNCED_RETRY_AFTER = "30"
-
-
-def require_synced_error() -> NoReturn:
-    raise ApiError(
-        503,
-        "not_synced",
-        "no baseline sync has succeeded yet; an empty answer would read as "
-        "'everyone lost access', so there is none until the first sync completes",
-        headers={"Retry-After": NOT_SYNCED_RETRY_AFTER},
-    )
-
-
-def require_synced(header: StoreHeader) -> None:
-    if header.last_sync_at is None:
-        require_synced_error()
 
 
 def _synced_header(session: Session) -> StoreHeader:
@@ -61,7 +45,7 @@ def _str_position(position: Any) -> str | None:
     if position is None:
         return None
     if not isinstance(position, str):
-        raise ApiError(400, "invalid_cursor", "the cursor is malformed")
+        raise InvalidCursor("the cursor is malformed")
     return position
 
 
@@ -73,7 +57,7 @@ def _pair_position(position: Any) -> tuple[str, str] | None:
         or len(position) != 2
         or not all(isinstance(p, str) for p in position)
     ):
-        raise ApiError(400, "invalid_cursor", "the cursor is malformed")
+        raise InvalidCursor("the cursor is malformed")
     return position[0], position[1]
 
 
@@ -116,7 +100,7 @@ def team_members_page(
 ) -> dict[str, Any]:
     header = _synced_header(session)
     if not reads.has_team(session, team_id):
-        raise ApiError(404, "not_found", f"there is no team {team_id}")
+        raise NotFound(f"there is no team {team_id}")
     return _user_id_page(
         header,
         f"members:{team_id}",
@@ -132,7 +116,7 @@ def role_members_page(
     """The holders of one role: what baton-http reads per role instead of every grant."""
     header = _synced_header(session)
     if not roles_enabled or not reads.has_role(session, role_id):
-        raise ApiError(404, "not_found", f"there is no role {role_id}")
+        raise NotFound(f"there is no role {role_id}")
     return _user_id_page(
         header,
         f"role-members:{role_id}",
@@ -169,7 +153,7 @@ def grants_page(
     after: tuple[str, str] | None = None
     if position is not None:
         if not isinstance(position, list) or len(position) != 3 or position[0] not in _GRANT_PHASES:
-            raise ApiError(400, "invalid_cursor", "the cursor is malformed")
+            raise InvalidCursor("the cursor is malformed")
         phase = position[0]
         after = _pair_position(position[1:])
     items: list[dict[str, Any]] = []
@@ -222,7 +206,7 @@ def _grant_keys(
 def _workspace_header(session: Session, workspace_id: str) -> StoreHeader:
     header = _synced_header(session)
     if header.workspace_id != workspace_id:
-        raise ApiError(404, "not_found", f"there is no workspace {workspace_id}")
+        raise NotFound(f"there is no workspace {workspace_id}")
     return header
 
 
@@ -262,7 +246,7 @@ def user_view(session: Session, user_id: str, *, roles_enabled: bool) -> dict[st
     _synced_header(session)
     found = reads.read_user(session, user_id)
     if found is None:
-        raise ApiError(404, "not_found", f"there is no teammate {user_id}")
+        raise NotFound(f"there is no teammate {user_id}")
     row, team_ids = found
     return shapes.user_object(row, team_ids, roles_enabled=roles_enabled)
 
@@ -271,7 +255,7 @@ def team_view(session: Session, team_id: str) -> dict[str, Any]:
     _synced_header(session)
     found = reads.read_team(session, team_id)
     if found is None:
-        raise ApiError(404, "not_found", f"there is no team {team_id}")
+        raise NotFound(f"there is no team {team_id}")
     row, member_ids = found
     return shapes.team_object(row.id, row.name, member_ids)
 
@@ -280,25 +264,23 @@ def role_view(session: Session, role_id: str, *, roles_enabled: bool) -> dict[st
     _synced_header(session)
     rows, holders = reads.page_roles(session, after=None, limit=1, only=role_id)
     if not rows or not roles_enabled:
-        raise ApiError(404, "not_found", f"there is no role {role_id}")
+        raise NotFound(f"there is no role {role_id}")
     return shapes.role_object(rows[0].id, rows[0].name, holders[rows[0].id])
 
 
 def change_feed(session: Session, *, since: int, limit: int) -> dict[str, Any]:
     header = _synced_header(session)
     if since < header.change_log_pruned_through:
-        raise ApiError(
-            410,
-            "since_too_old",
+        raise Gone(
             f"changes up to version {header.change_log_pruned_through} are no longer kept; "
             "fetch /api/v1/snapshot and continue from its version",
+            code="since_too_old",
         )
     if since > header.version:
-        raise ApiError(
-            410,
-            "since_ahead_of_store",
+        raise Gone(
             f"version {since} is newer than the store ({header.version}); the store may have "
             "been restored from a backup: fetch /api/v1/snapshot again",
+            code="since_ahead_of_store",
         )
     rows = changes_since(session, since=since, limit=limit)
     changes = [
@@ -307,7 +289,7 @@ def change_feed(session: Session, *, since: int, limit: int) -> dict[str, Any]:
             "resource_type": r.resource_type,
             "resource_id": r.resource_id,
             "op": r.op,
-            "at": shapes.iso(r.at),
+            "at": iso(r.at),
         }
         for r in rows
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,15 +14,32 @@ from sqlalchemy.orm import Session
 
 from app.store.models import WebhookEvent
 
-if TYPE_CHECKING:
-    from app.intercom.notifications import Notification
-
 PENDING = "pending"
 APPLIED = "applied"
 IGNORED = "ignored"
 REJECTED = "rejected"
 FAILED = "failed"
 OUTCOMES = ("pending", "applied", "ignored", "duplicate", "rejected", "failed")
+
+
+class Delivered(Protocol):
+    """The envelope fields of a parsed delivery that the inbox keeps: the store knows this
+    shape, not Intercom's envelope (app.intercom.notifications.Notification is one)."""
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def topic(self) -> str | None: ...
+
+    @property
+    def app_id(self) -> str | None: ...
+
+    @property
+    def item_id(self) -> str | None: ...
+
+    @property
+    def created_at(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -42,7 +59,7 @@ class NewEvent:
     @classmethod
     def of(
         cls,
-        notification: Notification,
+        notification: Delivered,
         raw_body: bytes,
         *,
         received_at: datetime,

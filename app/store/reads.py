@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.store.bulk import driver_rows, typed_driver_rows
 from app.store.models import Membership, Role, StoreState, Team, User
+from app.store.read_errors import NotSynced
 
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
@@ -267,3 +268,10 @@ def active_user_ids(session: Session, *, after: str | None, limit: int) -> list[
     if after is not None:
         query = query.where(User.id > after)
     return list(session.execute(query.order_by(User.id).limit(limit)).scalars())
+
+
+def require_synced(header: StoreHeader) -> None:
+    """Refuse to answer from a store no baseline has filled: an empty answer would read as
+    'everyone lost access'."""
+    if header.last_sync_at is None:
+        raise NotSynced

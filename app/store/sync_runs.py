@@ -24,7 +24,7 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.logging_setup import scrub
+from app.observability.logs import scrub
 from app.store.engine import Database
 from app.store.models import SyncRun, utcnow
 

@@ -12,11 +12,7 @@ toward the mass-removal brake; times an earlier release let lie in the future ar
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -24,9 +20,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.gc_pause import gc_paused
+from app.core.gc_pause import gc_paused, gc_paused_at_most
 from app.intercom.client import IntercomClient
-from app.intercom.models import IntercomAdmin, IntercomTeam, IntercomWorkspace
+from app.intercom.models import (
+    IntercomAdmin,
+    IntercomTeam,
+    IntercomWorkspace,
+    user_fields_from_admin,
+)
 from app.store import directory as store
 from app.store.bulk import bulk_write_cache
 from app.store.models import StoreState, utcnow
@@ -51,28 +52,6 @@ MASS_REMOVAL_MIN_USERS = 5
 GHOST_TOMBSTONE_DAYS = timedelta(days=7)
 _EMAIL = itemgetter("email")
 FORCE_HINT = "POST /resync?force=true, or intercom-sync sync --force"
-
-
-def account_type_of(email: str | None) -> str:
-    """Intercom's own bot teammates (Fin: `operator+…@intercom.io`) are service accounts."""
-    if email:
-        local, _, domain = email.strip().lower().partition("@")
-        if domain == "intercom.io" and local.startswith("operator+"):
-            return "service"
-    return "human"
-
-
-def user_fields_from_admin(admin: IntercomAdmin, *, roles_supported: bool) -> dict[str, Any]:
-    return {
-        "name": admin.name,
-        "email": admin.email,
-        "job_title": admin.job_title,
-        "has_inbox_seat": admin.has_inbox_seat,
-        "away_mode_enabled": admin.away_mode_enabled,
-        "away_mode_reassign": admin.away_mode_reassign,
-        "role_id": admin.role.id if roles_supported and admin.role else None,
-        "account_type": account_type_of(admin.email),
-    }
 
 
 @dataclass
@@ -163,7 +142,7 @@ async def fetch_workspace(client: IntercomClient, *, roles_supported: bool) -> F
     # 50k teammates, which made it grow ~7x from 10k. The parsed models are acyclic.
     # Other requests keep running meanwhile (this awaits), so the pause is capped: a fetch
     # stuck in retries must not leave the whole process without a collector.
-    with _collector_paused(FETCH_GC_PAUSE_SECONDS):
+    with gc_paused_at_most(FETCH_GC_PAUSE_SECONDS):
         workspace = await client.get_workspace()
         logger.info("fetched workspace %s", workspace.id_code)
         admins = await client.list_admins()
@@ -171,21 +150,6 @@ async def fetch_workspace(client: IntercomClient, *, roles_supported: bool) -> F
         teams = await client.list_teams()
         logger.info("fetched %d teams", len(teams))
     return FetchedWorkspace(workspace, admins, teams, started, roles_supported)
-
-
-@contextmanager
-def _collector_paused(limit_seconds: float) -> Iterator[None]:
-    """Pause the garbage collector for the block, but for no longer than `limit_seconds`."""
-    if not gc.isenabled():  # someone else's pause: leave it to them
-        yield
-        return
-    gc.disable()
-    resume = asyncio.get_running_loop().call_later(limit_seconds, gc.enable)
-    try:
-        yield
-    finally:
-        resume.cancel()
-        gc.enable()
 
 
 def apply_baseline(

@@ -27,10 +27,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.activity.reader import ActivityLogReader
 from app.intercom.client import IntercomClient, IntercomError
-from app.logging_setup import run_id_var
-from app.metrics import SYNC_DURATION, SYNC_RUNS
+from app.observability.logs import run_id_var
+from app.observability.metrics import SYNC_DURATION, SYNC_RUNS
 from app.settings import Settings
 from app.store import sync_runs
 from app.store.engine import Database, describe_error
@@ -66,7 +65,10 @@ class SyncCoordinator:
         client_factory: Callable[[], IntercomClient] | None,
         *,
         on_version_change: Callable[[], Awaitable[None]] | None = None,
+        after_baseline: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
+        # `after_baseline` runs after each successful run, once the run lock is let go: the
+        # activity-log read (composed in app.services; engines do not import each other).
         self._db = db
         self._settings = settings
         self._client_factory = client_factory
@@ -81,11 +83,7 @@ class SyncCoordinator:
         self._refresh_unknown_since: datetime | None = None
         self._stopping = False
         self._on_version_change = on_version_change
-        self._activity_log = (
-            ActivityLogReader(db, settings, client_factory, on_version_change=on_version_change)
-            if client_factory is not None and settings.activity_log_enabled
-            else None
-        )
+        self._after_baseline = after_baseline
 
     # ----- requests -------------------------------------------------------------------------
 
@@ -198,6 +196,26 @@ class SyncCoordinator:
 
     # ----- execution ------------------------------------------------------------------------
 
+    async def run_now(
+        self,
+        trigger: str,
+        *,
+        force: bool,
+        started: Callable[[RunView], None] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[RunView, bool]:
+        """Queue a run and execute it in this process (`intercom-sync sync`): the finished
+        run and True, or the run already queued or running and False. `started` is called
+        once the run is queued, before it executes."""
+        view, created = sync_runs.enqueue_run(
+            self._db, trigger=trigger, force=force, owner=self._owner
+        )
+        if not created:
+            return view, False
+        if started is not None:
+            started(view)
+        return await self.execute(view.id, force=force, trigger=trigger, progress=progress), True
+
     async def execute(
         self, run_id: int, *, force: bool, trigger: str, progress: ProgressCallback | None = None
     ) -> RunView:
@@ -242,10 +260,10 @@ class SyncCoordinator:
             run_id_var.reset(token)
         SYNC_RUNS.labels(trigger, view.status).inc()
         SYNC_DURATION.labels(view.status).observe(time.monotonic() - started)
-        if view.status == "succeeded" and self._activity_log is not None:
+        if view.status == "succeeded" and self._after_baseline is not None:
             # After the run lock is let go (a long backfill must not hold up the next sync);
-            # the reader records its own failures and never raises.
-            await self._activity_log.read()
+            # the activity-log reader records its own failures and never raises.
+            await self._after_baseline()
         return view
 
     async def _execute_locked(

@@ -11,7 +11,8 @@ from typing import Any
 
 from app.sync.baseline import BaselinePlan, FetchedWorkspace
 
-# Fields that `user_fields_from_admin` derives rather than Intercom sending them as such.
+# Fields that `user_fields_from_admin` (app.intercom.models) derives rather than Intercom
+# sending them as such.
 _FIELD_LABELS = {"role_id": "role", "account_type": "account type"}
 
 

@@ -20,9 +20,8 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.activity.webhooks import apply_webhook_entries
 from app.intercom.notifications import parse_notification
-from app.metrics import APPLY_LAG, WEBHOOK_EVENTS_APPLIED
+from app.observability.metrics import APPLY_LAG, WEBHOOK_EVENTS_APPLIED
 from app.settings import Settings
 from app.store import inbox, sync_runs
 from app.store.engine import Database, describe_error
@@ -35,6 +34,7 @@ from app.store.versioning import (
     record_changes,
 )
 from app.store.workset import TeammateWorkset
+from app.webhooks.activity import apply_webhook_entries
 from app.webhooks.apply import (
     APPLIED,
     DEFERRED,

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from app.activity.entries import LogEntry, parse_entry
-from app.activity.webhooks import is_usage_evidence
-from app.intercom.models import IntercomAdmin
+from app.intercom.activity_log import LogEntry, parse_entry
+from app.intercom.models import IntercomAdmin, user_fields_from_admin
 from app.intercom.notifications import (
     ACTIVITY_LOG_TOPIC,
     Notification,
@@ -33,7 +32,7 @@ from app.store.versioning import (
     role_grant_id,
 )
 from app.store.workset import TeammateWorkset
-from app.sync.baseline import user_fields_from_admin
+from app.webhooks.activity import is_usage_evidence
 
 APPLIED = "applied"
 IGNORED = "ignored"

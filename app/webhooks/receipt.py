@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
 
@@ -18,12 +19,13 @@ from app.intercom.notifications import (
     parse_notification,
 )
 from app.intercom.signature import SignatureRefused, check_signature
-from app.metrics import WEBHOOKS
-from app.services import Services
+from app.observability.metrics import WEBHOOKS
+from app.settings import Settings
 from app.store import inbox
 from app.store.inbox import NewEvent
 from app.store.models import utcnow
 from app.webhooks.apply import future_reason
+from app.webhooks.intake import InboxWriter
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +43,23 @@ class Receipt:
     message: str | None = None
 
 
+class Receiving(Protocol):
+    """What taking a delivery needs of the process (app.services.Services is one): handed in,
+    since the composition layer sits above the engines."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def inbox_writer(self) -> InboxWriter: ...
+
+    def known_workspace_id(self) -> str | None: ...
+
+    def expected_workspace_id(self) -> str | None: ...
+
+
 async def take_delivery(
-    services: Services, body: bytes | None, signatures: Sequence[str]
+    services: Receiving, body: bytes | None, signatures: Sequence[str]
 ) -> Receipt:
     """`body` is None when it was over MAX_BODY_BYTES (and so not read to the end);
     `signatures` holds every X-Hub-Signature value the request carried."""
@@ -51,7 +68,7 @@ async def take_delivery(
     return receipt
 
 
-async def _take(services: Services, body: bytes | None, signatures: Sequence[str]) -> Receipt:
+async def _take(services: Receiving, body: bytes | None, signatures: Sequence[str]) -> Receipt:
     secret = services.settings.intercom_client_secret
     if secret is None:
         return Receipt(

@@ -9,8 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from app.activity.entries import LogEntry
-from app.activity.reader import MAX_FUTURE
+from app.intercom.activity_log import LogEntry
 from app.intercom.activity_types import SIGN_IN_SUCCESS, is_access_event
 from app.store import activity as store
 from app.store.versioning import ChangeSet
@@ -25,7 +24,7 @@ def apply_webhook_entries(
 ) -> ChangeSet:
     """Store the access events (deduplicated with the log's on the entry id) and apply the
     sign-ins (newest wins, never more than 5 minutes ahead of `now`)."""
-    latest_allowed = now + MAX_FUTURE
+    latest_allowed = now + store.MAX_FUTURE
     access: list[LogEntry] = []
     newest: dict[str, store.SignIn] = {}
     for entry in entries:

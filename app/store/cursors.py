@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from app.api.errors import ApiError
+from app.store.read_errors import InvalidCursor
 
 
 def encode_cursor(key: str, listing: str, position: Any) -> str:
@@ -20,10 +20,8 @@ def encode_cursor(key: str, listing: str, position: Any) -> str:
 
 
 def decode_cursor(key: str, listing: str, cursor: str) -> Any:
-    """The position inside `cursor`; raises a 400 `invalid_cursor` for anything else."""
-    invalid = ApiError(
-        400, "invalid_cursor", "the cursor is not one this listing issued; start again without it"
-    )
+    """The position inside `cursor`; raises InvalidCursor for anything else."""
+    invalid = InvalidCursor("the cursor is not one this listing issued; start again without it")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (ValueError, TypeError):

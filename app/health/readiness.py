@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.core.timefmt import iso
 from app.settings import Settings
-from app.snapshot.shapes import iso
 from app.store import inbox, sync_runs
 from app.store.activity import read_cursor
 from app.store.engine import Database

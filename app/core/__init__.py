@@ -1,0 +1,1 @@
+"""Leaves with no product knowledge: pausing the garbage collector, time formatting."""

@@ -1,0 +1,1 @@
+"""Health: readiness (`/readyz`), the store gauges of `/metrics`, and `intercom-sync check`."""

@@ -1,0 +1,1 @@
+"""Leaves every layer may use: logging (JSON lines, redaction, request ids) and metrics."""
