@@ -28,8 +28,8 @@ SOAK_ARGS ?=
 SERVE_ARGS ?=
 DEMO_ARGS ?=
 
-# Lint only the folders that exist (bench/ and migrations/ may not yet).
-LINT_PATHS := $(wildcard app tests bench migrations)
+# Lint only the folders that exist.
+LINT_PATHS := $(wildcard app harness tests bench migrations)
 
 .PHONY: help venv venv-runtime test test-postgres lint format demo serve migrate bench bench-quick soak \
         clean clean-venv

@@ -19,7 +19,11 @@ import httpx
 import pytest
 
 from app.demo import OPERATOR_TOKEN, READ_TOKEN
-from tests.support import ROOT, free_port
+from harness.service import ROOT
+from harness.waiting import free_port
+
+# `intercom-sync demo` end to end as a process: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 INTERCOM_SYNC = Path(sys.executable).parent / "intercom-sync"
 

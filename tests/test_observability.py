@@ -35,7 +35,8 @@ from app.logging_setup import (
 )
 from app.simulator import SimulatorServer
 from app.simulator.webhooks import admin_webhook_item, build_notification, encode_notification
-from tests.support import (
+from harness.databases import database_server
+from harness.service import (
     OPERATOR_TOKEN,
     READ_TOKEN,
     ROOT,
@@ -43,12 +44,11 @@ from tests.support import (
     SIM_TOKEN,
     ServiceProcess,
     ServiceServer,
-    free_port,
     service_env,
     signed_headers,
     snapshot,
-    wait_for,
 )
+from harness.waiting import free_port, wait_for
 
 Families = dict[str, list[Sample]]
 
@@ -261,7 +261,7 @@ def logged_process(database_url: str, sim: SimulatorServer, tmp_path: Path) -> I
 
 def secrets_configured() -> list[str]:
     values = [SIM_TOKEN, SIM_SECRET, READ_TOKEN, OPERATOR_TOKEN]
-    if os.environ.get("TEST_DATABASE_URL", "").strip():
+    if database_server() is not None:
         values.append(DB_PASSWORD)
     return values
 

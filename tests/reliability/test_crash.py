@@ -18,7 +18,19 @@ import orjson
 import pytest
 
 from app.simulator import SimulatorServer, generate_workspace
-from tests.reliability.helpers import (
+from harness.service import (
+    ServiceProcess,
+    ServiceServer,
+    make_settings,
+    running_service,
+    served_truth,
+    service_env,
+    signed_headers,
+    simulator_truth,
+    snapshot,
+)
+from harness.waiting import wait_for
+from harness.workload import (
     Delivery,
     Workload,
     another_database,
@@ -35,18 +47,9 @@ from tests.reliability.helpers import (
     wait_inbox_drained,
     webhook_client,
 )
-from tests.support import (
-    ServiceProcess,
-    ServiceServer,
-    make_settings,
-    running_service,
-    served_truth,
-    service_env,
-    signed_headers,
-    simulator_truth,
-    snapshot,
-    wait_for,
-)
+
+# Service processes killed mid-stream and mid-baseline: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 SENDERS = 4
 DELIVERIES = 2000

@@ -26,21 +26,9 @@ from app.intercom.notifications import HANDLED_TOPICS
 from app.simulator import SimulatorServer, admin_webhook_item, build_notification
 from app.store.engine import create_database
 from app.store.models import ChangeLogEntry, Membership, StoreState, Team, User, WebhookEvent
-from tests.reliability.helpers import (
-    assert_consistent,
-    inbox_rows,
-    operator,
-    reader,
-    webhook_client,
-)
-from tests.support import (
-    OPERATOR_TOKEN,
-    READ_TOKEN,
-    ServiceServer,
-    signed_headers,
-    snapshot,
-    wait_for,
-)
+from harness.service import OPERATOR_TOKEN, READ_TOKEN, ServiceServer, signed_headers, snapshot
+from harness.waiting import wait_for
+from harness.workload import assert_consistent, inbox_rows, operator, reader, webhook_client
 
 StartService = Callable[..., ServiceServer]
 FUZZ = settings(
@@ -423,6 +411,7 @@ def rejected_as_dated_ahead(database_url: str) -> int:
     finally:
         db.dispose()
     for created_at, received_at in rows:
+        assert created_at is not None
         assert created_at > received_at.timestamp() + 300, (created_at, received_at)
     return len(rows)
 
