@@ -50,7 +50,6 @@ from harness.service import (
     ServiceProcess,
     base_env,
 )
-from harness.waiting import wait_for
 
 # Growth allowed between the sample after warm-up and the end. Generous: this is meant to catch
 # a leak (a descriptor per request, a cache without bound), not allocator noise.
@@ -81,18 +80,6 @@ def start_service(database_url: str, sim: SimulatorServer, log_path: Path) -> Se
         WEBHOOK_REFRESH_DEBOUNCE_SECONDS="1",
     )
     return ServiceProcess(env, log_path=log_path).start(wait=False)
-
-
-def wait_ready(service: ServiceProcess, timeout: float = 120) -> None:
-    def ready() -> bool:
-        if service.process is not None and service.process.poll() is not None:
-            raise RuntimeError(f"the service exited; see {service.log_path}")
-        try:
-            return httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(ready, timeout=timeout, interval=0.1, what="the service to become ready")
 
 
 def stop_service(service: ServiceProcess) -> int | None:
@@ -369,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     report: dict[str, Any] = {"duration_s": args.duration, "log": str(log_path)}
     try:
-        wait_ready(service)
+        service.wait_ready(timeout=120)
         say(
             f"service pid {service.pid} ready at {service.url}; store {database_url.split('@')[-1]}"
         )

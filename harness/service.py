@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypedDict, Unpack
 
 import httpx
 import uvicorn
@@ -148,27 +148,29 @@ def read_proc_status(pid: int) -> dict[str, int]:
     return values
 
 
+class Where(TypedDict, total=False):
+    """Where a server process runs: its port (default: a free one), working folder (default:
+    the repository) and the one core it is pinned to (default: none)."""
+
+    port: int | None
+    cwd: Path
+    cpu: int | None
+
+
 class ServerProcess:
     """A child process serving HTTP on a loopback port, with its output in `log_path`; up once
     `/healthz` answers 200. `cpu` pins it to one core (the benchmarks' placement)."""
 
     def __init__(
-        self,
-        argv: list[str],
-        *,
-        env: dict[str, str],
-        log_path: Path,
-        port: int | None = None,
-        cwd: Path = ROOT,
-        cpu: int | None = None,
+        self, argv: list[str], *, env: dict[str, str], log_path: Path, **where: Unpack[Where]
     ) -> None:
         self.argv = argv
         self.env = env
-        self.port = port or free_port()
+        self.port = where.get("port") or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.cwd = cwd
-        self.cpu = cpu
+        self.cwd = where.get("cwd", ROOT)
+        self.cpu = where.get("cpu")
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -189,15 +191,26 @@ class ServerProcess:
         return self
 
     def wait_listening(self, timeout: float = 30) -> None:
-        def up() -> bool:
+        self._wait_answer("/healthz", timeout=timeout, what="to listen")
+
+    def wait_ready(self, timeout: float = 60) -> dict[str, Any]:
+        """`/readyz` once it answers 200: the service's first baseline has succeeded."""
+        return self._wait_answer("/readyz", timeout=timeout, what="to be ready")
+
+    def _wait_answer(self, path: str, *, timeout: float, what: str) -> dict[str, Any]:
+        def answer() -> dict[str, Any] | None:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.command()[1:4]} exited: see {self.log_path}")
             try:
-                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+                response = httpx.get(f"{self.url}{path}", timeout=5)
             except httpx.HTTPError:
-                return False
+                return None
+            if response.status_code != 200:
+                return None
+            body: dict[str, Any] = response.json()
+            return body
 
-        wait_for(up, timeout=timeout, interval=0.05, what=f"{self.url} to listen")
+        return wait_for(answer, timeout=timeout, interval=0.05, what=f"{self.url} {what}")
 
     @property
     def pid(self) -> int:
@@ -246,23 +259,52 @@ class ServiceProcess(ServerProcess):
     benchmark runs. The service's settings come from `env` alone: any the caller's own
     environment sets are left out, so a developer's shell cannot leak into a run."""
 
-    def __init__(
-        self,
-        env: dict[str, str],
-        *,
-        log_path: Path,
-        port: int | None = None,
-        cwd: Path = ROOT,
-        cpu: int | None = None,
-    ) -> None:
+    def __init__(self, env: dict[str, str], *, log_path: Path, **where: Unpack[Where]) -> None:
         inherited = {k: v for k, v in os.environ.items() if k.upper() not in _SETTING_NAMES}
-        super().__init__(
-            [], env={**inherited, **env}, log_path=log_path, port=port, cwd=cwd, cpu=cpu
-        )
+        super().__init__([], env={**inherited, **env}, log_path=log_path, **where)
 
     def command(self) -> list[str]:
         serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
         return [sys.executable, "-m", "app.cli", *serve]
+
+
+# Starts replicas: `count` (default 2) and service settings as keyword arguments.
+ReplicaFactory = Callable[..., list[ServiceProcess]]
+
+
+class ReplicaSet:
+    """Service processes on one database and simulator, stopped together at the end."""
+
+    def __init__(self, database_url: str, sim: SimulatorServer, folder: Path) -> None:
+        self.database_url = database_url
+        self.sim = sim
+        self.folder = folder
+        self.started: list[ServiceProcess] = []
+
+    def start(self, count: int = 2, **overrides: Any) -> list[ServiceProcess]:
+        """Start `count` processes at once (so they also race to migrate) and wait until
+        each serves a successful baseline."""
+        replicas = [
+            ServiceProcess(
+                service_env(self.database_url, self.sim, **overrides),
+                log_path=self.folder / f"replica-{len(self.started) + index}.log",
+            )
+            for index in range(count)
+        ]
+        self.started.extend(replicas)
+        for replica in replicas:
+            replica.start(wait=False)
+        for replica in replicas:
+            replica.wait_listening(timeout=60)
+            replica.wait_ready()
+        return replicas
+
+    def close(self) -> None:
+        for replica in self.started:
+            try:
+                replica.terminate(timeout=30)
+            except Exception:
+                replica.kill()
 
 
 def signed_headers(body: bytes, secret: str = SIM_SECRET) -> dict[str, str]:

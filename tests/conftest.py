@@ -13,7 +13,7 @@ from app.simulator import SimulatorServer, generate_workspace
 from app.store.engine import Database, create_database
 from app.store.migrate import upgrade_to_head
 from harness.databases import database_server, fresh_database
-from harness.service import SIM_SECRET, SIM_TOKEN, ServiceServer, make_settings
+from harness.service import SIM_SECRET, SIM_TOKEN, ServiceProcess, ServiceServer, make_settings
 
 POSTGRES_URL = database_server()
 
@@ -70,3 +70,12 @@ def start_service(
 def service(start_service: Callable[..., ServiceServer]) -> ServiceServer:
     """The service after its start-up baseline succeeded."""
     return start_service()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServiceProcess]]:
+    """Service processes started by the test; whatever is still alive is killed at the end."""
+    started: list[ServiceProcess] = []
+    yield started
+    for process in started:
+        process.kill()

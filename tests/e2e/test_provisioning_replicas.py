@@ -10,15 +10,12 @@ import httpx
 import pytest
 
 from app.simulator import SimulatorServer
-from harness.service import READ_TOKEN, snapshot
+from harness.service import READ_TOKEN, ReplicaFactory, snapshot
 from harness.waiting import wait_for
-from tests.e2e.test_replicas import ReplicaFactory, start_replicas
 from tests.provisioning.test_provisioning import PROVISIONING_TOKEN
 
 # Two service processes on one store: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
-
-__all__ = ["start_replicas"]  # the fixture, imported for this module's tests
 
 
 def test_two_replicas_adding_different_members_to_one_team_both_end_up_in_it(

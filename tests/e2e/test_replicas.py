@@ -12,10 +12,9 @@ import collections
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,10 +26,10 @@ from app.simulator.webhooks import admin_webhook_item, build_notification, encod
 from app.sync.coordinator import RECONCILE_JITTER
 from harness.service import (
     OPERATOR_TOKEN,
+    ReplicaFactory,
     ServiceProcess,
     ServiceServer,
     served_truth,
-    service_env,
     signed_headers,
     simulator_truth,
     snapshot,
@@ -48,65 +47,8 @@ _created_at = itertools.count(int(time.time()) + 60)
 # ----- shared machinery (also used by tests/e2e/test_shutdown.py) ----------------------------
 
 
-ReplicaFactory = Callable[..., list[ServiceProcess]]
 # A replica: a service process, or the service served from the test's own process.
 Replica = ServiceProcess | ServiceServer
-
-
-class ReplicaSet:
-    """Service processes on one database and simulator, stopped together at the end."""
-
-    def __init__(self, database_url: str, sim: SimulatorServer, folder: Path) -> None:
-        self.database_url = database_url
-        self.sim = sim
-        self.folder = folder
-        self.started: list[ServiceProcess] = []
-
-    def start(self, count: int = 2, **overrides: Any) -> list[ServiceProcess]:
-        """Start `count` processes at once (so they also race to migrate) and wait until
-        each serves a successful baseline."""
-        replicas = [
-            ServiceProcess(
-                service_env(self.database_url, self.sim, **overrides),
-                log_path=self.folder / f"replica-{len(self.started) + index}.log",
-            )
-            for index in range(count)
-        ]
-        self.started.extend(replicas)
-        for replica in replicas:
-            replica.start(wait=False)
-        for replica in replicas:
-            replica.wait_listening(timeout=60)
-            wait_ready(replica)
-        return replicas
-
-    def close(self) -> None:
-        for replica in self.started:
-            try:
-                replica.terminate(timeout=30)
-            except Exception:
-                replica.kill()
-
-
-@pytest.fixture
-def start_replicas(
-    database_url: str, sim: SimulatorServer, tmp_path: Path
-) -> Iterator[ReplicaFactory]:
-    replicas = ReplicaSet(database_url, sim, tmp_path)
-    try:
-        yield replicas.start
-    finally:
-        replicas.close()
-
-
-def wait_ready(replica: Replica, timeout: float = 60) -> None:
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{replica.url}/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(ready, timeout=timeout, what=f"{replica.url} to be ready")
 
 
 def operator(replica: Replica) -> httpx.Client:

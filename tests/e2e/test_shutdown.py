@@ -8,19 +8,16 @@ from __future__ import annotations
 import signal
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from app.simulator import SimulatorServer
-from harness.service import ServiceProcess, ServiceServer
+from harness.service import ReplicaFactory, ServiceProcess, ServiceServer
 from harness.waiting import wait_for
 from tests.e2e.test_replicas import (
     DeliveryLog,
-    ReplicaFactory,
-    ReplicaSet,
     all_runs,
     assert_applied_exactly_once,
     assert_replicas_serve_the_truth,
@@ -40,17 +37,6 @@ pytestmark = pytest.mark.slow
 # SIGTERM is handled (uvicorn drains, the lifespan stops the background work), then uvicorn
 # re-raises it so the exit status still says "terminated": either form is a clean stop.
 CLEAN_EXIT = (0, -signal.SIGTERM)
-
-
-@pytest.fixture
-def start_replicas(
-    database_url: str, sim: SimulatorServer, tmp_path: Path
-) -> Iterator[ReplicaFactory]:
-    replicas = ReplicaSet(database_url, sim, tmp_path)
-    try:
-        yield replicas.start
-    finally:
-        replicas.close()
 
 
 def stop_gracefully(replica: ServiceProcess) -> None:

@@ -8,7 +8,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -54,15 +53,6 @@ pytestmark = pytest.mark.slow
 SENDERS = 4
 DELIVERIES = 2000
 KILL_AFTER_ACKS = 700
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServiceProcess]]:
-    """Service processes started by the test; whatever is still alive is killed at the end."""
-    started: list[ServiceProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 def start_process(

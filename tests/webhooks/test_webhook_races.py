@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -146,22 +146,6 @@ def test_a_baseline_fetched_before_a_newer_webhook_does_not_roll_it_back(
 # ----- crashes and restarts ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def processes() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for process in started:
-        process.kill()
-
-
-def wait_ready(process: ServiceProcess) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        response = httpx.get(process.url + "/readyz", timeout=5)
-        return response.json() if response.status_code == 200 else None
-
-    return wait_for(ready, timeout=60, what="the service process to be ready")
-
-
 @pytest.mark.slow  # service processes killed and restarted
 def test_accepted_deliveries_survive_sigkill_and_events_stored_while_down_apply_once(
     database_url: str,
@@ -175,7 +159,7 @@ def test_accepted_deliveries_survive_sigkill_and_events_stored_while_down_apply_
     team = next(iter(sim.workspace.teams))
     first = ServiceProcess(env, log_path=tmp_path / "first.log").start()
     processes.append(first)
-    version_before = wait_ready(first)["version"]
+    version_before = first.wait_ready()["version"]
 
     # A burst of deliveries, each answered 200 only once it is stored, then a SIGKILL at once:
     # some will have been applied, some not.
