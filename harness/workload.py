@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Executable, select
 
 from app.simulator import (
     SimAdmin,
@@ -172,41 +172,37 @@ class InboxRow:
     topic: str | None
 
 
-def inbox_rows(database_url: str) -> list[InboxRow]:
-    """Every inbox row, read straight from the database."""
+def read_rows(database_url: str, query: Executable) -> list[Any]:
+    """The rows of `query`, read straight from the database on a connection of its own."""
     db = create_database(database_url, pool_size=1)
     try:
         with db.reading() as session:
-            rows = session.execute(
-                select(
-                    WebhookEvent.notification_id,
-                    WebhookEvent.status,
-                    WebhookEvent.attempts,
-                    WebhookEvent.deliveries,
-                    WebhookEvent.topic,
-                ).order_by(WebhookEvent.id)
-            ).all()
+            return list(session.execute(query).all())
     finally:
         db.dispose()
-    return [InboxRow(*row) for row in rows]
+
+
+def inbox_rows(database_url: str) -> list[InboxRow]:
+    """Every inbox row, read straight from the database."""
+    query = select(
+        WebhookEvent.notification_id,
+        WebhookEvent.status,
+        WebhookEvent.attempts,
+        WebhookEvent.deliveries,
+        WebhookEvent.topic,
+    ).order_by(WebhookEvent.id)
+    return [InboxRow(*row) for row in read_rows(database_url, query)]
 
 
 def change_log(database_url: str) -> list[tuple[int, str, str, str]]:
     """(version, resource type, resource id, op) of every change-log row."""
-    db = create_database(database_url, pool_size=1)
-    try:
-        with db.reading() as session:
-            rows = session.execute(
-                select(
-                    ChangeLogEntry.version,
-                    ChangeLogEntry.resource_type,
-                    ChangeLogEntry.resource_id,
-                    ChangeLogEntry.op,
-                ).order_by(ChangeLogEntry.id)
-            ).all()
-    finally:
-        db.dispose()
-    return [(int(v), t, i, o) for v, t, i, o in rows]
+    query = select(
+        ChangeLogEntry.version,
+        ChangeLogEntry.resource_type,
+        ChangeLogEntry.resource_id,
+        ChangeLogEntry.op,
+    ).order_by(ChangeLogEntry.id)
+    return [(int(v), t, i, o) for v, t, i, o in read_rows(database_url, query)]
 
 
 @contextmanager
@@ -219,18 +215,12 @@ def another_database(tmp_path: Path, name: str) -> Iterator[str]:
 
 def raw_deliveries(database_url: str) -> list[bytes]:
     """The raw bodies of every stored notification (not the rejected ones), in arrival order."""
-    db = create_database(database_url, pool_size=1)
-    try:
-        with db.reading() as session:
-            return list(
-                session.execute(
-                    select(WebhookEvent.raw_body)
-                    .where(WebhookEvent.status != "rejected")
-                    .order_by(WebhookEvent.id)
-                ).scalars()
-            )
-    finally:
-        db.dispose()
+    query = (
+        select(WebhookEvent.raw_body)
+        .where(WebhookEvent.status != "rejected")
+        .order_by(WebhookEvent.id)
+    )
+    return [body for (body,) in read_rows(database_url, query)]
 
 
 # ----- logs --------------------------------------------------------------------------------------

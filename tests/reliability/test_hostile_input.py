@@ -28,7 +28,14 @@ from app.store.engine import create_database
 from app.store.models import ChangeLogEntry, Membership, StoreState, Team, User, WebhookEvent
 from harness.service import OPERATOR_TOKEN, READ_TOKEN, ServiceServer, signed_headers, snapshot
 from harness.waiting import wait_for
-from harness.workload import assert_consistent, inbox_rows, operator, reader, webhook_client
+from harness.workload import (
+    assert_consistent,
+    inbox_rows,
+    operator,
+    read_rows,
+    reader,
+    webhook_client,
+)
 
 StartService = Callable[..., ServiceServer]
 FUZZ = settings(
@@ -92,16 +99,8 @@ def post_signed(client: httpx.Client, body: bytes) -> httpx.Response:
 
 
 def rejected_bodies(database_url: str) -> set[bytes]:
-    db = create_database(database_url, pool_size=1)
-    try:
-        with db.reading() as session:
-            return set(
-                session.execute(
-                    select(WebhookEvent.raw_body).where(WebhookEvent.status == "rejected")
-                ).scalars()
-            )
-    finally:
-        db.dispose()
+    query = select(WebhookEvent.raw_body).where(WebhookEvent.status == "rejected")
+    return {body for (body,) in read_rows(database_url, query)}
 
 
 def applied_teammates(database_url: str) -> set[str]:
