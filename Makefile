@@ -28,10 +28,10 @@ SOAK_ARGS ?=
 SERVE_ARGS ?=
 DEMO_ARGS ?=
 
-# Lint only the folders that exist (bench/ and migrations/ may not yet).
-LINT_PATHS := $(wildcard app tests bench migrations)
+# Lint only the folders that exist.
+LINT_PATHS := $(wildcard app harness tests bench migrations)
 
-.PHONY: help venv venv-runtime test test-postgres lint format demo serve migrate bench bench-quick soak \
+.PHONY: help venv venv-runtime test test-fast test-postgres lint format demo serve migrate bench bench-quick soak \
         clean clean-venv
 
 help: ## Show this help
@@ -65,8 +65,13 @@ venv-runtime: $(RUNTIME_STAMP) ## Only what running the service needs (used by d
 
 # --- checks ----------------------------------------------------------------------------------
 
-test: venv ## Run the test suite (SQLite)
+test: venv ## Run the whole test suite (SQLite)
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: leaves out the tests marked slow (soak, races, crash, replicas, rolling
+# restart, bench smoke, demo). CI runs `test` and `test-postgres`, which include them.
+test-fast: venv ## Run the test suite without the slow end-to-end groups (SQLite)
+	$(VENV_PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-postgres: venv ## Run the test suite on a throwaway PostgreSQL 15 cluster
 	bash scripts/test-postgres.sh $(VENV_PY) -m pytest $(PYTEST_ARGS)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import shutil
 import sys
 import tempfile
@@ -23,7 +22,6 @@ from pathlib import Path
 from bench import provisioning, snapshot, sync, webhooks
 from bench.common import (
     PLANS,
-    ROOT,
     Backend,
     Context,
     Cores,
@@ -32,6 +30,8 @@ from bench.common import (
     machine_info,
     python_speed,
 )
+from harness.databases import database_server
+from harness.service import ROOT
 
 AREAS: dict[str, Callable[[Context], None]] = {
     "sync": sync.run,
@@ -128,7 +128,7 @@ def backends(args: argparse.Namespace) -> list[Backend]:
         chosen.append(Backend("sqlite"))
     url = args.postgres
     if args.postgres_from_env:
-        url = url or os.environ.get("TEST_DATABASE_URL", "").strip() or None
+        url = url or database_server()
         if url is None:
             raise SystemExit("--postgres-from-env: TEST_DATABASE_URL is not set")
     if url:

@@ -35,9 +35,9 @@ from app.simulator.activity import SyntheticLog
 from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head
 from app.sync.baseline import apply_baseline, fetch_workspace
+from harness.service import SIM_TOKEN
 
 RESULTS = Path(__file__).resolve().parent / "results" / "activity.json"
-TOKEN = "bench-intercom-token-0123456789"
 
 
 def peak_rss_mib() -> float:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     with (
         tempfile.TemporaryDirectory() as folder,
-        SimulatorServer(workspace, access_token=TOKEN) as sim,
+        SimulatorServer(workspace, access_token=SIM_TOKEN) as sim,
     ):
         url = args.database_url or f"sqlite:///{folder}/activity.db"
         upgrade_to_head(url)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _env_file=None,
             database_url=url,
             intercom_api_base_url=sim.url,
-            intercom_access_token=TOKEN,
+            intercom_access_token=SIM_TOKEN,
             intercom_api_version=args.api_version,
             activity_log_backfill_days=min(730, args.days),
         )
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def client() -> IntercomClient:
             return IntercomClient(
                 base_url=sim.url,
-                access_token=TOKEN,
+                access_token=SIM_TOKEN,
                 api_version=args.api_version,
                 timeout_seconds=120,
                 retry=RetryPolicy(max_attempts=8, max_rate_limit_wait_seconds=15),

@@ -6,35 +6,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from app.settings import Settings
 from app.simulator import SimulatorServer
-from app.store.engine import normalize_database_url
-
-ROOT = Path(__file__).resolve().parents[1]
-READ_TOKEN = "bench-read-token-0123456789"
-OPERATOR_TOKEN = "bench-operator-token-0123456789"
-SIM_TOKEN = "bench-intercom-token-0123456789"
-SIM_SECRET = "bench-client-secret-0123456789"
-
-T = TypeVar("T")
+from harness.databases import fresh_database
+from harness.service import (
+    OPERATOR_TOKEN,
+    READ_TOKEN,
+    ROOT,
+    ServerProcess,
+    ServiceProcess,
+    base_env,
+)
+from harness.waiting import free_port, wait_for
 
 
 def log(message: str) -> None:
@@ -173,146 +167,10 @@ class Cores:
         return cls(server=cpus[-1], client=cpus[0])
 
 
-def _pinned(cpu: int | None) -> Callable[[], None] | None:
-    if cpu is None or not hasattr(os, "sched_setaffinity"):
-        return None
-
-    def pin() -> None:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, {cpu})
-
-    return pin
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(
-    predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-# ----- processes ------------------------------------------------------------------------------
-
-
-def read_proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of `pid`, in kB."""
-    values: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0])
-    return values
-
-
-class ServerProcess:
-    """A child process serving HTTP on a loopback port (the service or a reference route)."""
-
-    def __init__(
-        self,
-        argv: list[str],
-        *,
-        port: int,
-        env: dict[str, str] | None,
-        log_path: Path,
-        cpu: int | None,
-        cwd: Path,
-    ) -> None:
-        self.argv = argv
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.env = env
-        self.log_path = log_path
-        self.cpu = cpu
-        self.cwd = cwd
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> ServerProcess:
-        log_file = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.argv,
-            cwd=self.cwd,
-            env=self.env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_pinned(self.cpu),
-        )
-        log_file.close()
-
-        def up() -> bool:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.argv[2:4]} exited early: see {self.log_path}")
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, timeout=timeout, interval=0.1, what=f"{self.url} to listen")
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def memory_kb(self) -> dict[str, int]:
-        return read_proc_status(self.pid)
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.process = None
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-_SETTING_NAMES = {name.upper() for name in Settings.model_fields}
-
-
 def service_env(database_url: str, sim: SimulatorServer, **overrides: object) -> dict[str, str]:
-    """The service's environment: production defaults except where a benchmark needs control
+    """The service's settings: production defaults except where a benchmark needs control
     (no schedule, no start-up sync: each benchmark triggers and times its own baseline)."""
-    env = {k: v for k, v in os.environ.items() if k.upper() not in _SETTING_NAMES}
-    env.update(
-        {
-            "DATABASE_URL": database_url,
-            "INTERCOM_ACCESS_TOKEN": sim.access_token,
-            "INTERCOM_API_BASE_URL": sim.url,
-            "INTERCOM_CLIENT_SECRET": sim.client_secret,
-            "READ_API_TOKENS": READ_TOKEN,
-            "OPERATOR_API_TOKENS": OPERATOR_TOKEN,
-            "RECONCILE_INTERVAL_SECONDS": "0",
-            "SYNC_ON_STARTUP": "false",
-            "LOG_LEVEL": "info",
-            "LOG_FORMAT": "json",
-        }
-    )
-    env.update({key.upper(): str(value) for key, value in overrides.items()})
-    return env
+    return base_env(database_url, sim, **{"SYNC_ON_STARTUP": "false", **overrides})
 
 
 def start_service(
@@ -320,16 +178,14 @@ def start_service(
 ) -> ServerProcess:
     """`intercom-sync serve` as its own process, pinned to the server core."""
     port = free_port()
-    argv = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     # The working folder holds no .env, so a developer's settings cannot leak into a run.
-    return ServerProcess(
-        argv,
+    return ServiceProcess(
+        service_env(database_url, sim, **overrides),
         port=port,
-        env=service_env(database_url, sim, **overrides),
         log_path=workdir / f"service-{port}.log",
         cpu=cores.server,
         cwd=workdir,
-    ).start()
+    ).start(timeout=60)
 
 
 def start_reference(
@@ -361,12 +217,11 @@ def start_reference(
         log_path=workdir / f"reference-{port}.log",
         cpu=cores.server,
         cwd=ROOT,
-    ).start()
+    ).start(timeout=60)
 
 
 def client(server: ServerProcess, token: str | None = READ_TOKEN) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=120)
+    return server.client(token, timeout=120)
 
 
 def parse_time(value: str) -> datetime:
@@ -413,23 +268,9 @@ class Backend:
 
     @contextlib.contextmanager
     def fresh_database(self, workdir: Path) -> Iterator[str]:
-        if self.postgres_url is None:
-            folder = Path(tempfile.mkdtemp(prefix="db-", dir=workdir))
-            yield f"sqlite:///{folder / 'store.db'}"
-            return
-        name = f"bench_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(
-            normalize_database_url(self.postgres_url), isolation_level="AUTOCOMMIT"
-        )
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(self.postgres_url).set(database=name).render_as_string(hide_password=False)
-        try:
+        folder = Path(tempfile.mkdtemp(prefix="db-", dir=workdir))
+        with fresh_database(self.postgres_url, folder, prefix="bench") as url:
             yield url
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
 
 
 @dataclass(frozen=True)

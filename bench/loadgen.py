@@ -304,9 +304,10 @@ class LoadRun:
     def wait(self) -> dict[str, Any]:
         assert self.process is not None
         timeout = float(self.spec.get("timeout", 600)) + 60
-        out = self.process.stdout.read() if self.process.stdout else b""
-        err = self.process.stderr.read() if self.process.stderr else b""
-        code = self.process.wait(timeout)
+        with self.process as process:  # closes the pipes at the end
+            out = process.stdout.read() if process.stdout else b""
+            err = process.stderr.read() if process.stderr else b""
+            code = process.wait(timeout)
         if code != 0:
             raise RuntimeError(f"the load generator failed ({code}): {err.decode()[-2000:]}")
         result: dict[str, Any] = json.loads(out)

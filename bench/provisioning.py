@@ -36,11 +36,7 @@ import orjson
 from app.simulator import SimulatorServer, SimWorkspace
 from app.store.versioning import membership_grant_id, workspace_grant_id
 from bench.common import (
-    READ_TOKEN,
-    SIM_SECRET,
-    SIM_TOKEN,
     Context,
-    ServerProcess,
     client,
     log,
     median,
@@ -48,10 +44,11 @@ from bench.common import (
     run_baseline,
     start_reference,
     start_service,
-    wait_for,
 )
 from bench.loadgen import percentile
 from bench.sync import workspace_for
+from harness.service import READ_TOKEN, SIM_SECRET, SIM_TOKEN, ServerProcess
+from harness.waiting import wait_for
 
 AREA = "provisioning"
 PROVISIONING_TOKEN = "bench-provisioning-token-0123456789"

@@ -19,11 +19,7 @@ from app.store.models import User, utcnow
 from app.store.reads import read_snapshot
 from app.store.versioning import USER, ChangeSet, lock_store_state, record_changes
 from bench.common import (
-    READ_TOKEN,
-    SIM_SECRET,
-    SIM_TOKEN,
     Context,
-    ServerProcess,
     check_load,
     client,
     get_request,
@@ -36,6 +32,7 @@ from bench.common import (
 )
 from bench.loadgen import run_load
 from bench.sync import workspace_for
+from harness.service import READ_TOKEN, SIM_SECRET, SIM_TOKEN, ServerProcess
 
 AREA = "snapshot"
 CONNECTIONS = 8

@@ -21,8 +21,6 @@ import os
 import random
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,12 +42,14 @@ from app.simulator import (
     build_notification,
     generate_workspace,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-READ_TOKEN = "soak-read-token-0123456789"
-OPERATOR_TOKEN = "soak-operator-token-0123456789"
-SIM_TOKEN = "soak-intercom-token-0123456789"
-SIM_SECRET = "soak-client-secret-0123456789"
+from harness.service import (
+    OPERATOR_TOKEN,
+    READ_TOKEN,
+    SIM_SECRET,
+    SIM_TOKEN,
+    ServiceProcess,
+    base_env,
+)
 
 # Growth allowed between the sample after warm-up and the end. Generous: this is meant to catch
 # a leak (a descriptor per request, a cache without bound), not allocator noise.
@@ -68,69 +68,25 @@ def say(message: str) -> None:
 # ----- the service process -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def start_service(database_url: str, sim: SimulatorServer, log_path: Path) -> ServiceProcess:
+    """`intercom-sync serve` as a child process, with its log in a file; not waited for."""
+    env = base_env(
+        database_url,
+        sim,
+        RECONCILE_INTERVAL_SECONDS="30",
+        RECONCILE_ALLOW_SHORT_INTERVAL="true",
+        SYNC_ON_STARTUP="true",
+        INTERCOM_BACKOFF_INITIAL_SECONDS="0.05",
+        WEBHOOK_REFRESH_DEBOUNCE_SECONDS="1",
+    )
+    return ServiceProcess(env, log_path=log_path).start(wait=False)
 
 
-class Service:
-    """`intercom-sync serve` as a child process, with its log in a file."""
-
-    def __init__(self, database_url: str, sim: SimulatorServer, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "INTERCOM_ACCESS_TOKEN": SIM_TOKEN,
-            "INTERCOM_API_BASE_URL": sim.url,
-            "INTERCOM_CLIENT_SECRET": SIM_SECRET,
-            "READ_API_TOKENS": READ_TOKEN,
-            "OPERATOR_API_TOKENS": OPERATOR_TOKEN,
-            "RECONCILE_INTERVAL_SECONDS": "30",
-            "RECONCILE_ALLOW_SHORT_INTERVAL": "true",
-            "SYNC_ON_STARTUP": "true",
-            "INTERCOM_BACKOFF_INITIAL_SECONDS": "0.05",
-            "WEBHOOK_REFRESH_DEBOUNCE_SECONDS": "1",
-            "LOG_LEVEL": "info",
-            "LOG_FORMAT": "json",
-        }
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
-                 "--port", str(self.port)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("the service never became ready")
-
-    def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+def stop_service(service: ServiceProcess) -> int | None:
+    """SIGTERM (SIGKILL after 60 s); the exit code."""
+    process = service.process
+    service.stop(timeout=60)
+    return None if process is None else process.returncode
 
 
 def rss_kb(pid: int) -> int:
@@ -395,12 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     log_path = workdir / "service.log"
     workspace = generate_workspace(args.teammates, max(4, args.teammates // 25), seed=2026)
     sim = SimulatorServer(workspace, access_token=SIM_TOKEN, client_secret=SIM_SECRET).start()
-    service = Service(database_url, sim, log_path)
+    service = start_service(database_url, sim, log_path)
     rec = Recorder()
     failures: list[str] = []
     report: dict[str, Any] = {"duration_s": args.duration, "log": str(log_path)}
     try:
-        service.wait_ready()
+        service.wait_ready(timeout=120)
         say(
             f"service pid {service.pid} ready at {service.url}; store {database_url.split('@')[-1]}"
         )
@@ -481,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         failures.append(f"the soak itself failed: {type(exc).__name__}: {exc}")
         report["failures"] = failures
     finally:
-        code = service.stop()
+        code = stop_service(service)
         sim.stop()
     # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly.
     clean = "intercom-sync stopped" in log_path.read_text(errors="replace")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.intercom.client import IntercomClient, RetryPolicy
@@ -14,8 +15,6 @@ from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head
 from app.sync.baseline import FetchedWorkspace, apply_baseline, fetch_workspace
 from bench.common import (
-    SIM_SECRET,
-    SIM_TOKEN,
     Context,
     log,
     median,
@@ -23,6 +22,7 @@ from bench.common import (
     run_baseline,
     start_service,
 )
+from harness.service import SIM_SECRET, SIM_TOKEN
 
 AREA = "sync"
 
@@ -221,11 +221,12 @@ def run(ctx: Context) -> None:
                 ctx.figure(AREA, name, median(values), unit, samples=values, note=note)
     factor = sizes[2] / sizes[1]
     limit = factor * 1.2
-    for what, pick in (
+    picks: tuple[tuple[str, Callable[[SizeResult], list[float]]], ...] = (
         ("baseline end to end", lambda r: r.end_to_end),
         ("store apply", lambda r: r.apply_first),
         ("no-change re-sync", lambda r: r.no_change),
-    ):
+    )
+    for what, pick in picks:
         if not (pick(small) and pick(main) and pick(large)):
             continue
         growth = median(pick(large)) / median(pick(main))

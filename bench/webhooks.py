@@ -20,11 +20,7 @@ from app.store.migrate import upgrade_to_head
 from app.sync.baseline import apply_baseline
 from app.webhooks.applier import apply_pending_batch
 from bench.common import (
-    READ_TOKEN,
-    SIM_SECRET,
-    SIM_TOKEN,
     Context,
-    ServerProcess,
     check_load,
     load_spec,
     log,
@@ -33,11 +29,12 @@ from bench.common import (
     run_baseline,
     start_reference,
     start_service,
-    wait_for,
 )
 from bench.events import admin_sample, delivery_body, marker_body, pending_events
 from bench.loadgen import LoadRun, percentile, run_load
 from bench.sync import fetch, workspace_for
+from harness.service import READ_TOKEN, SIM_SECRET, SIM_TOKEN, ServerProcess
+from harness.waiting import wait_for
 
 AREA = "webhooks"
 CONNECTIONS = 16

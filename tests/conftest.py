@@ -3,22 +3,19 @@ TEST_DATABASE_URL is set), the Intercom simulator, and the real service on loopb
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from app.simulator import SimulatorServer, generate_workspace
-from app.store.engine import Database, create_database, normalize_database_url
+from app.store.engine import Database, create_database
 from app.store.migrate import upgrade_to_head
-from tests.support import SIM_SECRET, SIM_TOKEN, ServiceServer, make_settings
+from harness.databases import database_server, fresh_database
+from harness.service import SIM_SECRET, SIM_TOKEN, ServiceProcess, ServiceServer, make_settings
 
-POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+POSTGRES_URL = database_server()
 
 
 def pytest_report_header() -> str:
@@ -28,20 +25,8 @@ def pytest_report_header() -> str:
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str]:
     """An empty database for this test alone."""
-    if not POSTGRES_URL:
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(normalize_database_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with fresh_database(POSTGRES_URL, tmp_path) as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
@@ -85,3 +70,12 @@ def start_service(
 def service(start_service: Callable[..., ServiceServer]) -> ServiceServer:
     """The service after its start-up baseline succeeded."""
     return start_service()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServiceProcess]]:
+    """Service processes started by the test; whatever is still alive is killed at the end."""
+    started: list[ServiceProcess] = []
+    yield started
+    for process in started:
+        process.kill()

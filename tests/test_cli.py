@@ -16,7 +16,8 @@ from app.simulator import SimulatorServer
 from app.store import sync_runs
 from app.store.engine import create_database, create_migration_engine
 from app.store.migrate import alembic_config
-from tests.support import ROOT, SIM_TOKEN, ServiceProcess, free_port, service_env, wait_for
+from harness.service import ROOT, SIM_TOKEN, ServiceProcess, service_env
+from harness.waiting import free_port, wait_for
 
 BIN = Path(sys.executable).parent
 INTERCOM_SYNC = BIN / "intercom-sync"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import service_env
+from harness.service import service_env
 
 INTERCOM_SYNC = Path(sys.executable).parent / "intercom-sync"
 SHORT = "tooshort9"

@@ -31,7 +31,7 @@ from app.simulator import SimulatorServer, build_notification
 from app.simulator.webhooks import encode_notification
 from app.store import sync_runs
 from app.store.engine import Database
-from tests.support import (
+from harness.service import (
     OPERATOR_TOKEN,
     READ_TOKEN,
     SIM_SECRET,
@@ -40,8 +40,8 @@ from tests.support import (
     ServiceServer,
     service_env,
     signed_headers,
-    wait_for,
 )
+from harness.waiting import wait_for
 
 INTERCOM_SYNC = Path(sys.executable).parent / "intercom-sync"
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial_seconds=0.01, backoff_max_seconds=0.05)
@@ -196,7 +196,7 @@ def test_intercom_version_invalid_is_a_config_error_not_retried(sim: SimulatorSe
 def test_a_version_intercom_refuses_fails_the_run_as_config_invalid_in_readyz(
     database_url: str, sim: SimulatorServer
 ) -> None:
-    from tests.support import make_settings
+    from harness.service import make_settings
 
     service = ServiceServer(make_settings(database_url, sim, intercom_api_version="9.9")).start()
     try:
@@ -445,7 +445,7 @@ def test_a_misspelling_in_the_env_file_is_warned(tmp_path: Path) -> None:
 def test_a_client_secret_with_a_newline_verifies_genuine_webhooks(
     database_url: str, sim: SimulatorServer
 ) -> None:
-    from tests.support import make_settings
+    from harness.service import make_settings
 
     settings_now = make_settings(database_url, sim, intercom_client_secret=SIM_SECRET + "\n")
     service = ServiceServer(settings_now).start()

@@ -11,7 +11,6 @@ import posixpath
 import re
 import shlex
 import socket
-import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -23,7 +22,8 @@ import pytest
 import yaml
 
 from app.simulator import SimulatorServer
-from tests.support import ROOT, ServiceProcess, free_port, service_env
+from harness.service import ROOT, ServiceProcess, service_env
+from harness.waiting import free_port
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -211,7 +211,7 @@ class TestDockerfile:
         assert f"127.0.0.1:{port['--port']}/healthz" in healthcheck
 
     def test_migrations_are_found_in_the_image_without_a_source_checkout(self) -> None:
-        """app/store/migrate.py looks at ALEMBIC_CONFIG first (tests/test_migrations.py runs
+        """app/store/migrate.py looks at ALEMBIC_CONFIG first (tests/store/test_migrations.py runs
         this layout): the image must set it to where it copies alembic.ini and migrations/."""
         env = " ".join(i.arguments for i in final("ENV"))
         match = re.search(r"ALEMBIC_CONFIG=(\S+)", env)
@@ -233,22 +233,13 @@ class TestDockerfile:
 class ImageCommand(ServiceProcess):
     """The final stage's ENTRYPOINT and CMD, run from the source tree on a loopback port."""
 
-    def start(self, *, wait: bool = True) -> ImageCommand:
+    def command(self) -> list[str]:
         entrypoint = only("ENTRYPOINT").words()
         assert pyproject()["project"]["scripts"][entrypoint[0]] == "app.cli:main"
         command = only("CMD").words()
         for option, value in (("--host", "127.0.0.1"), ("--port", str(self.port))):
             command[command.index(option) + 1] = value
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *entrypoint[1:], *command],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        if wait:
-            self.wait_listening()
-        return self
+        return [sys.executable, "-m", "app.cli", *entrypoint[1:], *command]
 
 
 def test_the_image_command_refuses_oversized_header_blocks_without_a_proxy(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import select
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 
 from app.http_server import HEADER_TIMEOUT_SECONDS, MAX_HEADER_BYTES
 from app.simulator import SimulatorServer
-from tests.support import ROOT, ServiceProcess, service_env, signed_headers
+from harness.service import ServiceProcess, service_env, signed_headers
 
 # Far above any deadline the server is given here: the tests wait for an outcome, not a time.
 PATIENCE_SECONDS = 60.0
@@ -32,23 +31,13 @@ class ShortDeadlineServe(ServiceProcess):
     """`serve`'s uvicorn set-up (app.http_server.run_server) with a shorter header deadline,
     so that tests of the deadline do not each wait the default 10 s."""
 
-    def start(self, *, wait: bool = True) -> ShortDeadlineServe:
-        log = self.log_path.open("ab")
+    def command(self) -> list[str]:
         code = (
             "import sys; from app.http_server import run_server; "
             "run_server(host='127.0.0.1', port=int(sys.argv[1]), "
             "header_timeout_seconds=float(sys.argv[2]))"
         )
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", code, str(self.port), str(SHORT_HEADER_TIMEOUT)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        if wait:
-            self.wait_listening()
-        return self
+        return [sys.executable, "-c", code, str(self.port), str(SHORT_HEADER_TIMEOUT)]
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from app.simulator.state import SimAdmin
 from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head
 from app.store.models import Base
-from tests.support import (
+from harness.service import (
     OPERATOR_TOKEN,
     READ_TOKEN,
     ROOT,
@@ -31,12 +31,11 @@ from tests.support import (
     SIM_TOKEN,
     ServiceProcess,
     ServiceServer,
-    free_port,
     service_env,
-    wait_for,
 )
+from harness.waiting import free_port, wait_for
+from tests.api.test_openapi import OpenApiChecker
 from tests.test_cli import unusable_database_urls
-from tests.test_openapi import OpenApiChecker
 
 INTERCOM_SYNC = Path(sys.executable).parent / "intercom-sync"
 

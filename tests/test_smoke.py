@@ -1,9 +1,12 @@
 """The service starts, syncs the simulator's workspace and serves it."""
 
-from tests.support import ServiceServer, served_truth, simulator_truth, snapshot
+from app.simulator import SimulatorServer
+from harness.service import ServiceServer, served_truth, simulator_truth, snapshot
 
 
-def test_startup_baseline_serves_the_workspace(service: ServiceServer, sim) -> None:
+def test_startup_baseline_serves_the_workspace(
+    service: ServiceServer, sim: SimulatorServer
+) -> None:
     with service.client() as client:
         body = snapshot(client)
     assert served_truth(body) == simulator_truth(sim)

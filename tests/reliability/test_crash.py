@@ -8,7 +8,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,19 @@ import orjson
 import pytest
 
 from app.simulator import SimulatorServer, generate_workspace
-from tests.reliability.helpers import (
+from harness.service import (
+    ServiceProcess,
+    ServiceServer,
+    make_settings,
+    running_service,
+    served_truth,
+    service_env,
+    signed_headers,
+    simulator_truth,
+    snapshot,
+)
+from harness.waiting import wait_for
+from harness.workload import (
     Delivery,
     Workload,
     another_database,
@@ -35,31 +46,13 @@ from tests.reliability.helpers import (
     wait_inbox_drained,
     webhook_client,
 )
-from tests.support import (
-    ServiceProcess,
-    ServiceServer,
-    make_settings,
-    running_service,
-    served_truth,
-    service_env,
-    signed_headers,
-    simulator_truth,
-    snapshot,
-    wait_for,
-)
+
+# Service processes killed mid-stream and mid-baseline: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 SENDERS = 4
 DELIVERIES = 2000
 KILL_AFTER_ACKS = 700
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServiceProcess]]:
-    """Service processes started by the test; whatever is still alive is killed at the end."""
-    started: list[ServiceProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 def start_process(

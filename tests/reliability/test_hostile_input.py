@@ -26,20 +26,15 @@ from app.intercom.notifications import HANDLED_TOPICS
 from app.simulator import SimulatorServer, admin_webhook_item, build_notification
 from app.store.engine import create_database
 from app.store.models import ChangeLogEntry, Membership, StoreState, Team, User, WebhookEvent
-from tests.reliability.helpers import (
+from harness.service import OPERATOR_TOKEN, READ_TOKEN, ServiceServer, signed_headers, snapshot
+from harness.waiting import wait_for
+from harness.workload import (
     assert_consistent,
     inbox_rows,
     operator,
+    read_rows,
     reader,
     webhook_client,
-)
-from tests.support import (
-    OPERATOR_TOKEN,
-    READ_TOKEN,
-    ServiceServer,
-    signed_headers,
-    snapshot,
-    wait_for,
 )
 
 StartService = Callable[..., ServiceServer]
@@ -104,16 +99,8 @@ def post_signed(client: httpx.Client, body: bytes) -> httpx.Response:
 
 
 def rejected_bodies(database_url: str) -> set[bytes]:
-    db = create_database(database_url, pool_size=1)
-    try:
-        with db.reading() as session:
-            return set(
-                session.execute(
-                    select(WebhookEvent.raw_body).where(WebhookEvent.status == "rejected")
-                ).scalars()
-            )
-    finally:
-        db.dispose()
+    query = select(WebhookEvent.raw_body).where(WebhookEvent.status == "rejected")
+    return {body for (body,) in read_rows(database_url, query)}
 
 
 def applied_teammates(database_url: str) -> set[str]:
@@ -423,6 +410,7 @@ def rejected_as_dated_ahead(database_url: str) -> int:
     finally:
         db.dispose()
     for created_at, received_at in rows:
+        assert created_at is not None
         assert created_at > received_at.timestamp() + 300, (created_at, received_at)
     return len(rows)
 

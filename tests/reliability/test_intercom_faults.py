@@ -18,15 +18,9 @@ import httpx
 import pytest
 
 from app.simulator import SimAdmin, SimulatorServer
-from tests.reliability.helpers import (
-    assert_consistent,
-    operator,
-    raw_snapshot,
-    reader,
-    readiness,
-    resync,
-)
-from tests.support import ServiceServer, served_truth, simulator_truth, snapshot, wait_for
+from harness.service import ServiceServer, served_truth, simulator_truth, snapshot
+from harness.waiting import wait_for
+from harness.workload import assert_consistent, operator, raw_snapshot, reader, readiness, resync
 
 StartService = Callable[..., ServiceServer]
 

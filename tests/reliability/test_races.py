@@ -13,9 +13,12 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.simulator import SimulatorServer
-from tests.reliability.helpers import (
+from harness.service import ServiceProcess, served_truth, service_env, simulator_truth, snapshot
+from harness.waiting import wait_for
+from harness.workload import (
     Delivery,
     Workload,
     assert_consistent,
@@ -28,14 +31,9 @@ from tests.reliability.helpers import (
     wait_inbox_drained,
     webhook_client,
 )
-from tests.support import (
-    ServiceProcess,
-    served_truth,
-    service_env,
-    simulator_truth,
-    snapshot,
-    wait_for,
-)
+
+# Ten thousand deliveries racing resyncs: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 EVENTS = 10_000
 SENDERS = 8

@@ -5,18 +5,21 @@ errors, a store that converges, and no growth in descriptors or memory beyond a 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
+from harness.databases import database_server
+from harness.service import ROOT
+
+# A minute of load against a service process: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.skipif(
-    bool(os.environ.get("TEST_DATABASE_URL", "").strip()),
+    database_server() is not None,
     reason="the soak runs once per CI run, on SQLite; the PostgreSQL pass skips it to save time",
 )
 def test_a_minute_of_mixed_load_has_no_errors_and_no_leaks(tmp_path: Path) -> None:
