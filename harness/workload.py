@@ -24,6 +24,7 @@ from app.simulator import (
     activity_log_item,
     admin_webhook_item,
     build_notification,
+    encode_notification,
 )
 from app.store.engine import create_database
 from app.store.models import ChangeLogEntry, WebhookEvent
@@ -343,6 +344,27 @@ class Workload:
     ) -> Delivery:
         item = activity_log_item(activity_type, performed_by_id=admin_id)
         return self._envelope("admin.activity_log_event.created", item, admin_id)
+
+
+_admin_event_clock = itertools.count(int(time.time()) - 3600)
+
+
+def deliver_admin_event(url: str, sim: SimulatorServer, topic: str, admin: SimAdmin) -> str:
+    """Sign and POST one `admin.*` notification about `admin` to the service at `url`, with
+    a strictly increasing `created_at` (none is ignored as older than the last); its id."""
+    item = admin_webhook_item(admin)
+    if topic == "admin.removed_from_workspace":
+        item["team_ids"] = []
+    envelope = build_notification(
+        topic, item, app_id=sim.workspace.id_code, created_at=next(_admin_event_clock)
+    )
+    body = encode_notification(envelope)
+    response = httpx.post(
+        f"{url}/webhooks/intercom", content=body, headers=signed_headers(body), timeout=10
+    )
+    assert response.json() == {"status": "accepted"}, response.text
+    notification_id: str = envelope["id"]
+    return notification_id
 
 
 def post_delivery(client: httpx.Client, delivery: Delivery) -> int | None:

@@ -4,7 +4,6 @@ old one."""
 
 from __future__ import annotations
 
-import itertools
 import re
 import time
 from collections.abc import Callable
@@ -18,31 +17,15 @@ from sqlalchemy import update
 from app.settings import load_settings
 from app.simulator import SimulatorServer
 from app.simulator.state import SimAdmin, SimTeam
-from app.simulator.webhooks import admin_webhook_item, build_notification, encode_notification
 from app.store.models import ChangeLogEntry, utcnow
 from app.webhooks.applier import prune_old_records
-from harness.service import OPERATOR_TOKEN, ServiceServer, signed_headers, snapshot
+from harness.service import OPERATOR_TOKEN, ServiceServer, snapshot
 from harness.waiting import wait_for
+from harness.workload import deliver_admin_event
 
 TEAM_GRANT = re.compile(r"^team:(?P<resource>.+):member:user:(?P<user>.+)$")
 ROLE_GRANT = re.compile(r"^role:(?P<resource>.+):assigned:user:(?P<user>.+)$")
 WORKSPACE_GRANT = re.compile(r"^workspace:(?P<resource>.+):member:user:(?P<user>.+)$")
-_clock = itertools.count(int(time.time()) + 10)
-
-
-def deliver(service: ServiceServer, sim: SimulatorServer, topic: str, admin: SimAdmin) -> None:
-    item = admin_webhook_item(admin)
-    if topic == "admin.removed_from_workspace":
-        item["team_ids"] = []
-    # Strictly increasing `created_at`, so no delivery is ignored as older than the last one.
-    envelope = build_notification(
-        topic, item, app_id=sim.workspace.id_code, created_at=next(_clock)
-    )
-    body = encode_notification(envelope)
-    response = httpx.post(
-        f"{service.url}/webhooks/intercom", content=body, headers=signed_headers(body), timeout=10
-    )
-    assert response.json() == {"status": "accepted"}, response.text
 
 
 def resync(service: ServiceServer) -> dict[str, Any]:
@@ -214,7 +197,7 @@ def test_the_feed_is_ordered_gap_free_and_never_splits_a_version(
     admins = sorted(sim.workspace.admins.values(), key=lambda a: a.id)
     with service.client() as client:
         for admin in admins[:4]:
-            deliver(service, sim, "admin.removed_from_workspace", admin)
+            deliver_admin_event(service.url, sim, "admin.removed_from_workspace", admin)
         wait_until(
             client,
             lambda body: not {a.id for a in admins[:4]} & {u["id"] for u in body["users"]},
@@ -267,7 +250,7 @@ def test_a_since_older_than_the_retained_log_is_410_since_too_old(
     admins = sorted(sim.workspace.admins.values(), key=lambda a: a.id)
     with service.client() as client:
         for n, admin in enumerate(admins[:3], start=1):
-            deliver(service, sim, "admin.removed_from_workspace", admin)
+            deliver_admin_event(service.url, sim, "admin.removed_from_workspace", admin)
 
             def applied(body: dict[str, Any], n: int = n) -> bool:
                 return bool(body["version"] == 1 + n)
@@ -322,13 +305,13 @@ def test_a_poller_applying_the_feed_to_an_old_snapshot_reaches_the_current_snaps
         newcomer = SimAdmin(
             id="880001", name="", email="newcomer@acme.example", team_ids=[teams[0], teams[1]]
         )
-        deliver(service, sim, "admin.added_to_workspace", newcomer)
+        deliver_admin_event(service.url, sim, "admin.added_to_workspace", newcomer)
         removed = next(a for a in admins[10:] if a.team_ids and a.role)
-        deliver(service, sim, "admin.removed_from_workspace", removed)
+        deliver_admin_event(service.url, sim, "admin.removed_from_workspace", removed)
         away = admins[3].copy()
         away.away_mode_enabled = not away.away_mode_enabled
         ws.upsert_admin(away)
-        deliver(service, sim, "admin.away_mode_updated", away)
+        deliver_admin_event(service.url, sim, "admin.away_mode_updated", away)
         wait_until(
             client,
             lambda b: (
@@ -369,7 +352,7 @@ def test_a_poller_applying_the_feed_to_an_old_snapshot_reaches_the_current_snaps
         back = admins[9].copy()
         back.team_ids = [teams[0]]
         ws.upsert_admin(back)
-        deliver(service, sim, "admin.added_to_workspace", back)
+        deliver_admin_event(service.url, sim, "admin.added_to_workspace", back)
         wait_until(client, lambda b: back.id in {u["id"] for u in b["users"]}, "the re-add")
 
         current = snapshot(client)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from app.intercom.notifications import parse_notification
 from app.simulator import (
     SimAdmin,
     SimulatorServer,
-    admin_webhook_item,
     build_notification,
     encode_notification,
 )
@@ -36,32 +34,15 @@ from app.store.workset import TeammateWorkset
 from app.sync.baseline import FetchedWorkspace, apply_baseline
 from app.webhooks.apply import apply_notification
 from harness.databases import database_server
-from harness.service import OPERATOR_TOKEN, ServiceServer, signed_headers, snapshot
+from harness.service import OPERATOR_TOKEN, ServiceServer, snapshot
 from harness.waiting import wait_for
+from harness.workload import deliver_admin_event
 
 StartService = Callable[..., ServiceServer]
-_clock = itertools.count(int(time.time()) - 3600)
 
 
 def member_grant(workspace_id: str, user_id: str) -> str:
     return f"workspace:{workspace_id}:member:user:{user_id}"
-
-
-def deliver(service: ServiceServer, sim: SimulatorServer, topic: str, admin: SimAdmin) -> str:
-    """Sign and POST one notification (strictly increasing `created_at`); its id."""
-    item = admin_webhook_item(admin)
-    if topic == "admin.removed_from_workspace":
-        item["team_ids"] = []
-    envelope = build_notification(
-        topic, item, app_id=sim.workspace.id_code, created_at=next(_clock)
-    )
-    body = encode_notification(envelope)
-    response = httpx.post(
-        f"{service.url}/webhooks/intercom", content=body, headers=signed_headers(body), timeout=10
-    )
-    assert response.json() == {"status": "accepted"}, response.text
-    notification_id: str = envelope["id"]
-    return notification_id
 
 
 def settled(service: ServiceServer, notification_id: str) -> str:
@@ -129,7 +110,7 @@ def test_the_snapshot_has_the_workspace_its_member_entitlement_and_a_grant_per_t
 ) -> None:
     ws = sim.workspace
     removed = sorted(ws.admins.values(), key=lambda a: a.id)[4]
-    settled(service, deliver(service, sim, "admin.removed_from_workspace", removed))
+    settled(service, deliver_admin_event(service.url, sim, "admin.removed_from_workspace", removed))
     with service.client() as client:
         body = snapshot(client)
         everyone = snapshot(client, include_removed="true")
@@ -220,12 +201,16 @@ def test_a_webhook_logs_the_grant_in_the_version_of_the_teammate_joining_or_leav
     newcomer = SimAdmin(id="881001", name="New", email="new@acme.example", team_ids=[team])
     with service.client() as client:
         start = snapshot(client)["version"]
-        settled(service, deliver(service, sim, "admin.added_to_workspace", newcomer))
-        settled(service, deliver(service, sim, "admin.logged_in", newcomer))
+        settled(
+            service, deliver_admin_event(service.url, sim, "admin.added_to_workspace", newcomer)
+        )
+        settled(service, deliver_admin_event(service.url, sim, "admin.logged_in", newcomer))
         away = newcomer.copy()
         away.away_mode_enabled = True
-        settled(service, deliver(service, sim, "admin.away_mode_updated", away))
-        settled(service, deliver(service, sim, "admin.removed_from_workspace", newcomer))
+        settled(service, deliver_admin_event(service.url, sim, "admin.away_mode_updated", away))
+        settled(
+            service, deliver_admin_event(service.url, sim, "admin.removed_from_workspace", newcomer)
+        )
         log = changes(client, start)
         final = snapshot(client)
 
@@ -260,7 +245,9 @@ def test_a_baseline_logs_the_grant_of_every_teammate_it_adds_removes_or_brings_b
     newcomer = SimAdmin(id="882001", name="Newer", email="newer@acme.example")
     with service.client() as client:
         # `back` leaves by webhook first, so the baseline brings back a tombstone.
-        settled(service, deliver(service, sim, "admin.removed_from_workspace", back))
+        settled(
+            service, deliver_admin_event(service.url, sim, "admin.removed_from_workspace", back)
+        )
         start = snapshot(client)["version"]
         ws.upsert_admin(newcomer)
         ws.remove_admin(gone.id)
@@ -315,7 +302,10 @@ def test_teammates_a_webhook_added_before_the_first_baseline_get_their_grant_in_
     service = start_service(
         wait_ready=False, sync_on_startup=False, intercom_workspace_id=ws.id_code
     )
-    assert settled(service, deliver(service, sim, "admin.added_to_workspace", early)) == "applied"
+    assert (
+        settled(service, deliver_admin_event(service.url, sim, "admin.added_to_workspace", early))
+        == "applied"
+    )
     resync(service)
     with service.client() as client:
         body = snapshot(client)
