@@ -134,12 +134,18 @@ def test_make_demo_passes_demo_args() -> None:
     make = shutil.which("make")
     if make is None:
         pytest.skip("make is not installed")
+    # Under `make test` (or `make -C`) the outer make's flags reach this one through the
+    # environment and add "Entering/Leaving directory" lines; CI runs it that way.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
     result = subprocess.run(
-        [make, "-n", "demo", "DEMO_ARGS=--port 8123"],
+        [make, "--no-print-directory", "-n", "demo", "DEMO_ARGS=--port 8123"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1].endswith("intercom-sync demo --port 8123")
+    commands = [line for line in result.stdout.splitlines() if "intercom-sync demo" in line]
+    assert len(commands) == 1, result.stdout
+    assert commands[0].endswith("intercom-sync demo --port 8123")
