@@ -33,19 +33,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.intercom.client import (
+from app.intercom.client import IntercomClient, me_admin_id
+from app.intercom.errors import (
     IntercomAuthError,
-    IntercomClient,
     IntercomConflict,
     IntercomError,
     IntercomNotFound,
     IntercomPlanRestricted,
     IntercomRateLimited,
     IntercomUnavailable,
-    intercom_write,
-    me_admin_id,
 )
 from app.intercom.models import IntercomTeam
+from app.intercom.writes import intercom_write
 from app.observability.metrics import PROVISIONING_REQUESTS
 from app.provisioning.store_apply import (
     NotificationApplier,
