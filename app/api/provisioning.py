@@ -20,14 +20,14 @@ from app.api.deps import ServicesDep
 from app.api.errors import ApiError
 from app.api.operators import require_operator
 from app.api.schemas import ErrorBody, ErrorDetail
-from app.provisioning.service import (
+from app.provisioning.request import (
     ADD_TEAM_MEMBER,
     REMOVE_TEAM_MEMBER,
     REMOVE_USER,
     Answer,
-    Provisioner,
 )
-from app.provisioning.service import Request as ProvisioningRequest
+from app.provisioning.request import Request as ProvisioningRequest
+from app.provisioning.service import Provisioner
 from app.services import Services
 from app.store import provisioning as records
 
