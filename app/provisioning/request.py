@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from app.store import provisioning as records
 
@@ -68,6 +67,11 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Answer:
+    """What the route sends: the request's record, or an error (code, message) when there is
+    no record to show (a refusal before the request was recorded, and every 400). The route
+    renders either as JSON."""
+
     status: int
-    body: dict[str, Any]
+    record: records.RequestRecord | None = None
+    error: tuple[str, str] | None = None
     headers: dict[str, str] = field(default_factory=dict)

@@ -92,8 +92,8 @@ class Provisioner:
             try:
                 return self._replay(request, claim.record)
             except Refusal as refusal:
-                body = {"error": {"code": refusal.code, "message": refusal.message}}
-                return Answer(refusal.status, body, refusal.headers)
+                error = (refusal.code, refusal.message)
+                return Answer(refusal.status, error=error, headers=refusal.headers)
         record_id = claim.record.id
         started = time.monotonic()
         try:
@@ -115,9 +115,9 @@ class Provisioner:
             if refusal.status == 400:
                 # A bad request answers the plain error body, as every 400 of the API does;
                 # the audit keeps its record.
-                body = {"error": {"code": refusal.code, "message": refusal.message}}
-                return Answer(400, body, refusal.headers)
-            return Answer(refusal.status, record.as_json(), refusal.headers)
+                error = (refusal.code, refusal.message)
+                return Answer(400, error=error, headers=refusal.headers)
+            return Answer(refusal.status, record, headers=refusal.headers)
         except BaseException:
             await run_in_threadpool(
                 finish_only,
@@ -164,11 +164,11 @@ class Provisioner:
                     ),
                 )
                 self._log(record, started)
-                return Answer(500, record.as_json())
+                return Answer(500, record)
         else:
             record = await run_in_threadpool(finish_only, self._db, finish)
         self._log(record, started)
-        return Answer(outcome.status, record.as_json())
+        return Answer(outcome.status, record)
 
     def _replay(self, request: Request, record: records.RequestRecord) -> Answer:
         if record.request_hash != request.request_hash:
@@ -191,9 +191,9 @@ class Provisioner:
         )
         replayed = {"Idempotent-Replayed": "true"}
         if record.http_status == 400:
-            body = {"error": {"code": record.error_code, "message": record.error_message or ""}}
-            return Answer(400, body, replayed)
-        return Answer(record.http_status, record.as_json(), replayed)
+            error = (record.error_code or "", record.error_message or "")
+            return Answer(400, error=error, headers=replayed)
+        return Answer(record.http_status, record, headers=replayed)
 
     def _log(self, record: records.RequestRecord, started: float) -> None:
         result = record.result or "failed"
