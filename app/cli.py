@@ -180,7 +180,8 @@ def _dry_run(settings: Settings) -> int:
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
     from app.health.check import store_is_at_head
-    from app.intercom.client import IntercomError, intercom_client_factory
+    from app.intercom.client import intercom_client_factory
+    from app.intercom.errors import IntercomError
     from app.store.engine import create_database
     from app.store.migrate import MigrationsNotFound, describe_store_error
     from app.store.versioning import read_store_state

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from app.activity.reader import ActivityLogReader
-from app.intercom.client import IntercomClient, RetryPolicy
+from app.intercom.client import IntercomClient
+from app.intercom.retries import RetryPolicy
 from app.observability.metrics import INTERCOM_REQUESTS
 from app.settings import load_settings
 from app.simulator import SimulatorServer, generate_workspace

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.intercom.client import IntercomClient, RetryPolicy
+from app.intercom.client import IntercomClient
+from app.intercom.retries import RetryPolicy
 from app.simulator import SimulatorServer, SimWorkspace, generate_workspace
 from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head

@@ -24,7 +24,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from app.cli import main
-from app.intercom.client import IntercomClient, IntercomConfigError, RetryPolicy
+from app.intercom.client import IntercomClient
+from app.intercom.errors import IntercomConfigError
+from app.intercom.retries import RetryPolicy
 from app.observability.logs import REDACTOR, JsonFormatter, configure_logging
 from app.settings import ConfigError, load_settings, startup_warnings
 from app.simulator import SimulatorServer, build_notification

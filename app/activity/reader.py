@@ -28,12 +28,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.intercom.activity_log import LogEntry, parse_entry
 from app.intercom.activity_types import EVENT_TYPES_READ, SIGN_IN_SUCCESS, is_access_event
-from app.intercom.client import (
-    IntercomAuthError,
-    IntercomBadResponse,
-    IntercomClient,
-    IntercomError,
-)
+from app.intercom.client import IntercomClient
+from app.intercom.errors import IntercomAuthError, IntercomBadResponse, IntercomError
 from app.settings import Settings, api_version_supports_roles
 from app.store import activity as store
 from app.store.engine import Database

@@ -1,7 +1,9 @@
 """Provisioning endpoints (spec §10, provisioning token) and their audit list (operator token).
 
 The routes parse and check the request's syntax (ids, body, `Idempotency-Key`) before
-anything is recorded or sent; app/provisioning/service.py does the rest."""
+anything is recorded or sent; app/provisioning/service.py does the rest. The audit records it
+answers with are rendered here, from the models the OpenAPI document shows (the store keeps
+the record, not its JSON)."""
 
 from __future__ import annotations
 
@@ -20,14 +22,14 @@ from app.api.deps import ServicesDep
 from app.api.errors import ApiError
 from app.api.operators import require_operator
 from app.api.schemas import ErrorBody, ErrorDetail
-from app.provisioning.service import (
+from app.provisioning.request import (
     ADD_TEAM_MEMBER,
     REMOVE_TEAM_MEMBER,
     REMOVE_USER,
     Answer,
-    Provisioner,
 )
-from app.provisioning.service import Request as ProvisioningRequest
+from app.provisioning.request import Request as ProvisioningRequest
+from app.provisioning.service import Provisioner
 from app.services import Services
 from app.store import provisioning as records
 
@@ -183,8 +185,54 @@ def _request_hash(method: str, path: str, dry_run: bool, body: dict[str, Any]) -
     return hashlib.sha256(canonical).hexdigest()
 
 
+# The audit's times: UTC with microseconds (two requests can share a second).
+_AUDIT_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def record_view(record: records.RequestRecord) -> ProvisioningRecord:
+    """A stored request as the API shows it (without its hash, key or our status)."""
+    intercom: IntercomCall | None = None
+    if record.intercom_method is not None:
+        call: dict[str, Any] = {
+            "method": record.intercom_method,
+            "path": record.intercom_path,
+            "status": record.intercom_status,
+        }
+        if record.intercom_body is not None:
+            # Only a call with a body shows `body` (never `"body": null`).
+            call["body"] = record.intercom_body
+        intercom = IntercomCall.model_validate(call)
+    error = None
+    if record.error_code:
+        error = ErrorDetail(code=record.error_code, message=record.error_message or "")
+    finished_at = record.finished_at
+    return ProvisioningRecord(
+        id=record.id,
+        action=record.action,
+        user_id=record.user_id,
+        team_id=record.team_id,
+        dry_run=record.dry_run,
+        result=record.result,
+        requested_at=record.requested_at.strftime(_AUDIT_TIME),
+        finished_at=finished_at.strftime(_AUDIT_TIME) if finished_at is not None else None,
+        requested_by=record.requested_by,
+        intercom=intercom,
+        error=error,
+    )
+
+
+def record_json(record: records.RequestRecord) -> dict[str, Any]:
+    return record_view(record).model_dump(mode="json", exclude_unset=True)
+
+
 def _answer(answer: Answer) -> Response:
-    return _json(answer.body, answer.status, answer.headers or None)
+    if answer.record is not None:
+        payload = record_json(answer.record)
+    else:
+        assert answer.error is not None  # an answer holds a record or an error
+        code, message = answer.error
+        payload = ErrorBody(error=ErrorDetail(code=code, message=message)).model_dump()
+    return _json(payload, answer.status, answer.headers or None)
 
 
 def _provisioner(services: Services, request: Request) -> Provisioner:
@@ -305,6 +353,6 @@ async def list_provisioning_requests(
 ) -> Response:
     def read() -> list[dict[str, Any]]:
         with services.db.reading() as session:
-            return [r.as_json() for r in records.list_requests(session, limit=limit)]
+            return [record_json(r) for r in records.list_requests(session, limit=limit)]
 
     return _json({"items": await run_in_threadpool(read)})

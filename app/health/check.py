@@ -17,7 +17,9 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from app.intercom.client import IntercomClient, IntercomError, RetryPolicy
+from app.intercom.client import IntercomClient
+from app.intercom.errors import IntercomError
+from app.intercom.retries import RetryPolicy
 from app.settings import Settings, startup_warnings
 from app.store.engine import create_database, is_sqlite, normalize_database_url
 from app.store.migrate import (

@@ -1,30 +1,18 @@
-"""A thin async client for the Intercom REST endpoints the syncer reads.
+"""A thin async client for the Intercom REST endpoints the service reads: `/me`, `/admins`,
+`/teams`, a team by id, and any other JSON read (the activity log), with their retries.
 
-Errors form a small tree, so callers decide on kinds rather than status codes::
-
-    IntercomError                 any failure talking to Intercom (has .code, .status)
-    ├── IntercomAuthError         401/403 or a token_* code: terminal, never retried
-    │   └── IntercomPlanRestricted  403 api_plan_restricted: the plan lacks API access
-    ├── IntercomNotFound          404 for a by-id lookup
-    ├── IntercomConflict          409 on a write (provisioning: re-read and try again)
-    ├── IntercomRateLimited       429 (retried until X-RateLimit-Reset, bounded)
-    ├── IntercomUnavailable       5xx, timeouts, connection errors (retried with backoff)
-    ├── IntercomBadResponse       a body that is not the JSON shape expected (retried)
-    └── IntercomConfigError       our configuration cannot work: a header value HTTP cannot
-                                  carry, an API version Intercom does not know (never retried)
-
-Messages never contain the access token: every message passes the log redactor (the HTTP
-stack's own error text can quote a header), and header errors are described, not quoted.
+What can fail is the tree in app/intercom/errors.py; how long to wait between attempts is in
+app/intercom/retries.py; the provisioning writes are in app/intercom/writes.py, through
+`IntercomClient.send`. Messages never contain the access token: every message passes the log
+redactor (the HTTP stack's own error text can quote a header), and header errors are
+described, not quoted.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -36,89 +24,30 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
+from app.intercom.errors import (
+    RETRYABLE,
+    IntercomBadResponse,
+    IntercomConfigError,
+    IntercomError,
+    IntercomRateLimited,
+    IntercomUnavailable,
+    read_error,
+)
 from app.intercom.models import (
     IntercomAdmin,
     IntercomTeam,
     IntercomWorkspace,
     parse_items,
 )
+from app.intercom.retries import RetryPolicy, read_wait
 from app.intercom.text import loads_json
-from app.observability.logs import Redactor, scrub
+from app.observability.logs import Redactor
 from app.observability.metrics import INTERCOM_REQUESTS
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-AUTH_ERROR_CODES = frozenset(
-    {
-        "unauthorized",
-        "forbidden",
-        "missing_authorization",
-        "token_revoked",
-        "token_blocked",
-        "token_not_found",
-        "token_unauthorized",
-        "token_expired",
-    }
-)
-
-
-class IntercomError(Exception):
-    code = "intercom_error"
-    # The `errors[0].code` of Intercom's answer, when it sent one (set by the write calls).
-    intercom_code: str | None = None
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        message = scrub(message)
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-class IntercomAuthError(IntercomError):
-    code = "intercom_auth_failed"
-
-
-class IntercomPlanRestricted(IntercomAuthError):
-    """403 `api_plan_restricted`: the token is fine, the workspace's plan lacks the API."""
-
-    code = "intercom_plan_restricted"
-
-
-class IntercomNotFound(IntercomError):
-    code = "intercom_not_found"
-
-
-class IntercomConflict(IntercomError):
-    """409 on a write: declined before anything was written, or partly applied."""
-
-    code = "intercom_conflict"
-
-
-class IntercomRateLimited(IntercomError):
-    code = "intercom_rate_limited"
-
-    def __init__(self, message: str, *, status: int | None = 429, reset_at: float | None = None):
-        super().__init__(message, status=status)
-        self.reset_at = reset_at
-
-
-class IntercomUnavailable(IntercomError):
-    code = "intercom_unavailable"
-
-
-class IntercomBadResponse(IntercomError):
-    code = "intercom_bad_response"
-
-
-class IntercomConfigError(IntercomError):
-    """A configured value Intercom (or HTTP) cannot take; the message names the variable."""
-
-    code = "config_invalid"
-
 
 HEADER_VARIABLES = {
     "Authorization": "INTERCOM_ACCESS_TOKEN",
@@ -126,7 +55,6 @@ HEADER_VARIABLES = {
 }
 
 
-_RETRYABLE = (IntercomRateLimited, IntercomUnavailable, IntercomBadResponse)
 T = TypeVar("T")
 ModelT = TypeVar("ModelT", IntercomAdmin, IntercomTeam)
 
@@ -182,35 +110,6 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {error['msg']}"
 
 
-@dataclass(frozen=True)
-class WriteAnswer:
-    """What Intercom answered a write with (2xx only: anything else raises)."""
-
-    status: int
-    body: Any
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    backoff_initial_seconds: float = 0.8
-    backoff_max_seconds: float = 30.0
-    max_rate_limit_wait_seconds: float = 60.0
-
-
-def _error_code(response: httpx.Response) -> str | None:
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(body, dict):
-        errors = body.get("errors")
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            code = errors[0].get("code")
-            return str(code) if code is not None else None
-    return None
-
-
 def _header_problem(header: str) -> str:
     variable = HEADER_VARIABLES.get(header, header)
     return (
@@ -219,24 +118,8 @@ def _header_problem(header: str) -> str:
     )
 
 
-def _reset_at(response: httpx.Response) -> float | None:
-    raw = response.headers.get("X-RateLimit-Reset")
-    if raw is None:
-        retry_after = response.headers.get("Retry-After")
-        if retry_after is not None:
-            try:
-                return time.time() + float(retry_after)
-            except ValueError:
-                return None
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        return None
-
-
 class IntercomClient:
-    """Reads `/me`, `/admins`, `/teams` and their by-id forms, with retries per spec §4."""
+    """Reads `/me`, `/admins`, `/teams` and a team by id, with retries per spec §4."""
 
     def __init__(
         self,
@@ -283,6 +166,31 @@ class IntercomClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    @property
+    def host(self) -> str:
+        """Intercom's host, for messages."""
+        return self._host
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request with the client's headers (`headers` add to them or replace them), as
+        sent: no retry, no error mapping. For the writes (app/intercom/writes.py), which map
+        and retry on their own terms."""
+        return await self._http.request(
+            method, path, params=params, content=content, headers=headers
+        )
+
     async def get_workspace(self) -> IntercomWorkspace:
         """The workspace (`app`) of the token, from `GET /me`."""
         return await self._get_json("/me", endpoint="me", parse=_parse_workspace)
@@ -299,13 +207,6 @@ class IntercomClient:
             "/teams",
             endpoint="teams",
             parse=lambda body: _parse_list(body, "teams", "team", IntercomTeam),
-        )
-
-    async def get_admin(self, admin_id: str) -> IntercomAdmin:
-        return await self._get_json(
-            f"/admins/{admin_id}",
-            endpoint="admin",
-            parse=lambda body: _parse_one(body, IntercomAdmin, "GET /admins/{id}", "admin"),
         )
 
     async def get_team(self, team_id: str) -> IntercomTeam:
@@ -328,19 +229,6 @@ class IntercomClient:
         return await self._get_json(
             path, endpoint=endpoint, parse=_any_json, params=params, json_body=json_body
         )
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, IntercomRateLimited) and exc.reset_at is not None:
-            wait = max(0.0, exc.reset_at - time.time()) + 0.05
-            return min(wait, self._retry.max_rate_limit_wait_seconds)
-        # Jitter scales with the initial backoff (tenacity's default is a flat 0-1 s, which would
-        # swamp a short configured backoff); `multiplier` is tenacity's name for the initial wait.
-        initial = self._retry.backoff_initial_seconds
-        backoff = wait_exponential_jitter(
-            multiplier=initial, max=self._retry.backoff_max_seconds, jitter=initial
-        )
-        return float(backoff(state))
 
     def _say_retry(self, path: str, state: RetryCallState) -> None:
         """One warning per retry or rate-limit wait, with the wait as a field
@@ -378,9 +266,9 @@ class IntercomClient:
         like one that is not JSON at all: both are what a proxy or a bad deploy answers for a
         moment."""
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_RETRYABLE),
+            retry=retry_if_exception_type(RETRYABLE),
             stop=stop_after_attempt(self._retry.max_attempts),
-            wait=self._wait,
+            wait=lambda state: read_wait(self._retry, state),
             reraise=True,
             before_sleep=lambda state: self._say_retry(path, state),
         )
@@ -441,163 +329,15 @@ class IntercomClient:
             ) from None
         status = response.status_code
         INTERCOM_REQUESTS.labels(endpoint, str(status)).inc()
-        if status == 429:
-            raise IntercomRateLimited(
-                f"{method} {path} was rate limited", reset_at=_reset_at(response)
-            )
-        if status in (401, 403):
-            code = _error_code(response) or ("unauthorized" if status == 401 else "forbidden")
-            if code == "api_plan_restricted":
-                raise IntercomPlanRestricted(
-                    f"Intercom answered 403 api_plan_restricted on {method} {path}: the "
-                    "workspace's Intercom plan does not include API access to this endpoint; "
-                    "check the plan and the app's permissions in the Developer Hub",
-                    status=status,
-                )
-            raise IntercomAuthError(
-                f"Intercom refused the access token ({status} {code}) on {method} {path}: "
-                "check INTERCOM_ACCESS_TOKEN and the app's permissions",
-                status=status,
-            )
-        if status == 404:
-            raise IntercomNotFound(f"{method} {path}: not found", status=status)
-        if status >= 500:
-            raise IntercomUnavailable(f"{method} {path} answered {status}", status=status)
-        if status >= 400:
-            code = _error_code(response) or "error"
-            if code == "intercom_version_invalid":
-                raise IntercomConfigError(
-                    f"Intercom does not know API version {self._api_version!r} ({status} "
-                    f"intercom_version_invalid on GET {path}): set INTERCOM_API_VERSION to a "
-                    "version Intercom offers, such as 2.14 or 2.16, or Preview",
-                    status=status,
-                )
-            if code in AUTH_ERROR_CODES:
-                raise IntercomAuthError(
-                    f"Intercom refused the access token ({status} {code}) on {method} {path}: "
-                    "check INTERCOM_ACCESS_TOKEN",
-                    status=status,
-                )
-            raise IntercomError(f"{method} {path} answered {status} ({code})", status=status)
+        error = read_error(response, method, path, api_version=self._api_version)
+        if error is not None:
+            raise error
         try:
             return loads_json(response.content)
         except orjson.JSONDecodeError:
             raise IntercomBadResponse(
                 f"{method} {path} answered {status} with a body that is not JSON", status=status
             ) from None
-
-
-# -- writes (provisioning, spec §10) ------------------------------------------------------------
-# Additive to the reads above: a write names its own `Intercom-Version` (the endpoints exist
-# only in some versions, whatever the reads use) and retries 429/5xx within a time budget
-# rather than a number of waits, because someone (C1) is waiting for the answer.
-
-
-async def _write_once(
-    client: IntercomClient,
-    method: str,
-    path: str,
-    *,
-    endpoint: str,
-    api_version: str,
-    params: dict[str, str] | None = None,
-    json_body: Any = None,
-) -> WriteAnswer:
-    label = f"{method} {path}"
-    try:
-        response = await client._http.request(
-            method,
-            path,
-            params=params,
-            content=orjson.dumps(json_body) if json_body is not None else None,
-            headers={
-                "Intercom-Version": api_version,
-                **({"Content-Type": "application/json"} if json_body is not None else {}),
-            },
-        )
-    except httpx.TimeoutException as exc:
-        INTERCOM_REQUESTS.labels(endpoint, "timeout").inc()
-        raise IntercomUnavailable(
-            f"{label}: timed out waiting for {client._host} ({type(exc).__name__})"
-        ) from None
-    except (httpx.TransportError, OSError, AttributeError) as exc:
-        INTERCOM_REQUESTS.labels(endpoint, "connection_error").inc()
-        raise IntercomUnavailable(
-            f"{label}: connection to {client._host} failed ({type(exc).__name__})"
-        ) from None
-    status = response.status_code
-    INTERCOM_REQUESTS.labels(endpoint, str(status)).inc()
-    code = _error_code(response)
-    error: IntercomError | None = None
-    if status == 429:
-        error = IntercomRateLimited(f"{label} was rate limited", reset_at=_reset_at(response))
-    elif status in (401, 403) or (400 <= status < 500 and code in AUTH_ERROR_CODES):
-        code = code or ("unauthorized" if status == 401 else "forbidden")
-        kind = IntercomPlanRestricted if code == "api_plan_restricted" else IntercomAuthError
-        error = kind(f"Intercom refused {label} ({status} {code})", status=status)
-    elif status == 404:
-        error = IntercomNotFound(f"{label}: not found ({code or 'not_found'})", status=status)
-    elif status == 409:
-        error = IntercomConflict(f"{label}: conflict ({code or 'conflict'})", status=status)
-    elif status >= 500:
-        error = IntercomUnavailable(f"{label} answered {status}", status=status)
-    elif status >= 400:
-        error = IntercomError(f"{label} answered {status} ({code or 'error'})", status=status)
-    if error is not None:
-        error.intercom_code = code
-        raise error
-    if not response.content:
-        return WriteAnswer(status, None)
-    try:
-        return WriteAnswer(status, loads_json(response.content))
-    except orjson.JSONDecodeError:
-        raise IntercomBadResponse(
-            f"{label} answered {status} with a body that is not JSON", status=status
-        ) from None
-
-
-async def intercom_write(
-    client: IntercomClient,
-    method: str,
-    path: str,
-    *,
-    endpoint: str,
-    api_version: str,
-    budget_seconds: float,
-    params: dict[str, str] | None = None,
-    json_body: Any = None,
-) -> WriteAnswer:
-    """One write, retried on 429, 5xx, timeouts and bodies that are not JSON for at most
-    `budget_seconds` (and the client's attempt limit); a wait that would end past the budget
-    is not started. The last error is raised; an IntercomRateLimited keeps its `reset_at`."""
-    deadline = time.monotonic() + budget_seconds
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await _write_once(
-                client,
-                method,
-                path,
-                endpoint=endpoint,
-                api_version=api_version,
-                params=params,
-                json_body=json_body,
-            )
-        except _RETRYABLE as exc:
-            if attempt >= client._retry.max_attempts:
-                raise
-            if isinstance(exc, IntercomRateLimited) and exc.reset_at is not None:
-                wait = max(0.0, exc.reset_at - time.time()) + 0.05
-            else:
-                initial = client._retry.backoff_initial_seconds
-                wait = min(initial * 2 ** (attempt - 1), client._retry.backoff_max_seconds)
-            if time.monotonic() + wait > deadline:
-                raise
-            logger.warning(
-                "Intercom %s %s failed (%s), retrying (attempt %d)", method, path, exc, attempt
-            )
-            await asyncio.sleep(wait)
 
 
 async def me_admin_id(client: IntercomClient) -> str:

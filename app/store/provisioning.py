@@ -47,7 +47,7 @@ ABANDON_AFTER = timedelta(minutes=10)
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """A provisioning request as the API shows it."""
+    """A provisioning request as stored (app/api/provisioning.py renders it)."""
 
     id: int
     action: str
@@ -70,38 +70,6 @@ class RequestRecord:
     @property
     def finished(self) -> bool:
         return self.finished_at is not None
-
-    def as_json(self) -> dict[str, Any]:
-        intercom: dict[str, Any] | None = None
-        if self.intercom_method is not None:
-            intercom = {
-                "method": self.intercom_method,
-                "path": self.intercom_path,
-                "status": self.intercom_status,
-            }
-            if self.intercom_body is not None:
-                intercom["body"] = self.intercom_body
-        return {
-            "id": self.id,
-            "action": self.action,
-            "user_id": self.user_id,
-            "team_id": self.team_id,
-            "dry_run": self.dry_run,
-            "result": self.result,
-            "requested_at": _iso(self.requested_at),
-            "finished_at": _iso(self.finished_at),
-            "requested_by": self.requested_by,
-            "intercom": intercom,
-            "error": (
-                {"code": self.error_code, "message": self.error_message or ""}
-                if self.error_code
-                else None
-            ),
-        }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
 
 
 def _record(row: ProvisioningRequest) -> RequestRecord:

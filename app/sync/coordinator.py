@@ -27,7 +27,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.intercom.client import IntercomClient, IntercomError
+from app.intercom.client import IntercomClient
+from app.intercom.errors import IntercomError
 from app.observability.logs import run_id_var
 from app.observability.metrics import SYNC_DURATION, SYNC_RUNS
 from app.settings import Settings

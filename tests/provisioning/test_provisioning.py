@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from app.provisioning.service import removal_api_version
+from app.provisioning.removal import removal_api_version
 from app.settings import ConfigError, load_settings, startup_warnings
 from app.simulator import SimTeam, SimulatorServer
 from app.store import provisioning as records

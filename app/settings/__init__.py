@@ -1,19 +1,18 @@
-"""Configuration from the environment (and `.env`), under exactly the names of the product spec."""
+"""Configuration from the environment (and `.env`), under exactly the names of the product spec.
+
+The Settings class and its loading live here; checks of one value live beside it, each in a
+module that reads alone: secret_values.py (tokens and secrets), addresses.py (URLs and hosts),
+unknown_variables.py (names that look like ours but are not).
+"""
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import logging
-import os
 import re
-from collections.abc import Iterable
 from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from dotenv import dotenv_values
 from pydantic import (
     Field,
     PrivateAttr,
@@ -23,8 +22,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+
+from app.settings.addresses import is_in_memory_sqlite, is_insecure_base_url, is_loopback_host
+from app.settings.secret_values import clean_secret, database_password, split_tokens
+from app.settings.unknown_variables import configured_names, unknown_variable_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -48,72 +49,12 @@ SECRET_VARIABLES = ("intercom_access_token", "intercom_client_secret")
 # Comma-separated token lists under the same rule; a new list is one more name here.
 TOKEN_LIST_VARIABLES = ("read_api_tokens", "operator_api_tokens", "provisioning_api_tokens")
 
-# Names with these prefixes are ours even when we do not know them: a warning names them.
-OUR_PREFIXES = (
-    "INTERCOM_",
-    "READ_API_",
-    "OPERATOR_API_",
-    "PROVISIONING_",
-    "RECONCILE_",
-    "WEBHOOK_",
-    "CHANGE_LOG_",
-    "MAX_REMOVAL_",
-    "ACTIVITY_LOG_",
-    "ACCESS_EVENT_",
-    "REMOVAL_REASSIGN_",
-    "PROTECTED_ADMIN",
-)
-# Kubernetes adds these for a Service named intercom-sync (INTERCOM_SYNC_SERVICE_HOST, …).
-_SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)$")
-_CLOSE_MISSPELLING = 0.88
 # Intercom's teammate ids are decimal digits (strings in REST, numbers in webhooks).
 _ADMIN_ID = re.compile(r"^[0-9]{1,20}$")
 
 
 class ConfigError(Exception):
     """A variable is malformed; the message names it and never echoes secret values."""
-
-
-def clean_secret(value: str) -> str:
-    """The secret without surrounding whitespace; ValueError (which never shows the value)
-    when what is left holds whitespace, a control or a non-ASCII character."""
-    text = value.strip()
-    for position, char in enumerate(text, start=1):
-        if not "!" <= char <= "~":
-            raise ValueError(
-                f"holds {_kind_of_character(char)} at character {position} of {len(text)}; "
-                "a token is printable ASCII without spaces (surrounding whitespace is ignored)"
-            )
-    return text
-
-
-def _kind_of_character(char: str) -> str:
-    if char.isspace():
-        return "whitespace"
-    if not char.isascii():
-        return "a non-ASCII character"
-    return "a control character"
-
-
-def _split_tokens(value: object) -> object:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, list):
-        return value
-    parts = [part.get_secret_value() if isinstance(part, SecretStr) else part for part in value]
-    tokens = [part for part in parts if not isinstance(part, str) or part.strip()]
-    cleaned: list[object] = []
-    for index, token in enumerate(tokens, start=1):
-        if not isinstance(token, str):
-            cleaned.append(token)
-            continue
-        try:
-            cleaned.append(clean_secret(token))
-        except ValueError as exc:
-            raise ValueError(f"token {index} of {len(tokens)} {exc}") from None
-    return cleaned
 
 
 class Settings(BaseSettings):
@@ -201,7 +142,7 @@ class Settings(BaseSettings):
     @field_validator(*TOKEN_LIST_VARIABLES, mode="before")
     @classmethod
     def _tokens(cls, value: object) -> object:
-        return _split_tokens(value)
+        return split_tokens(value)
 
     @field_validator("removal_reassign_admin_id", mode="before")
     @classmethod
@@ -216,7 +157,7 @@ class Settings(BaseSettings):
     @field_validator("protected_admin_ids", mode="before")
     @classmethod
     def _protected(cls, value: object) -> object:
-        ids = _split_tokens(value)
+        ids = split_tokens(value)
         if isinstance(ids, list):
             for entry in ids:
                 if not (isinstance(entry, str) and _ADMIN_ID.match(entry)):
@@ -317,81 +258,11 @@ class Settings(BaseSettings):
             secret = getattr(self, name)
             if secret is not None:
                 values.append(secret.get_secret_value())
-        password = _database_password(self.database_url)
+        password = database_password(self.database_url)
         if password:
             # A driver's error shows it decoded; the URL carries it percent-encoded.
             values.extend({password, unquote(password)})
         return [v for v in values if v]
-
-
-def is_in_memory_sqlite(url: str) -> bool:
-    """`sqlite://`, `sqlite:///:memory:` and `file:…?mode=memory` URIs."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return False
-    if parsed.get_backend_name() != "sqlite":
-        return False
-    database = parsed.database or ""
-    if database in ("", ":memory:") or database.startswith("file::memory:"):
-        return True
-    query = {key.lower(): value for key, value in parsed.query.items()}
-    mode = query.get("mode")
-    if mode == "memory" or (isinstance(mode, tuple) and "memory" in mode):
-        return True
-    return "mode=memory" in database.lower()
-
-
-def unknown_variable_warnings(names: Iterable[str]) -> list[str]:
-    """A warning for each name that looks like one of ours but is not: a close misspelling
-    of a known variable, or an unknown name with one of our prefixes."""
-    known = sorted(name.upper() for name in Settings.model_fields)
-    warnings: list[str] = []
-    for name in sorted(set(names)):
-        upper = name.upper()
-        if upper in known or _SERVICE_LINK.search(upper):
-            continue
-        close = difflib.get_close_matches(upper, known, n=1, cutoff=_CLOSE_MISSPELLING)
-        ours = upper.startswith(OUR_PREFIXES)
-        if not close and ours:
-            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.75)
-        if close:
-            warnings.append(
-                f"{name} is not a variable intercom-sync reads: did you mean {close[0]}?"
-            )
-        elif ours:
-            warnings.append(
-                f"{name} is not a variable intercom-sync reads and is ignored "
-                "(.env.example lists every variable)"
-            )
-    return warnings
-
-
-def _configured_names(env_file: object) -> list[str]:
-    """Variable names from the environment and from the `.env` file settings read."""
-    names = list(os.environ)
-    files = env_file if isinstance(env_file, (list, tuple)) else [env_file]
-    for path in files:
-        if isinstance(path, (str, Path)) and Path(path).is_file():
-            names.extend(dotenv_values(path))
-    return names
-
-
-def is_loopback_host(host: str) -> bool:
-    """localhost, 127.0.0.0/8 or ::1."""
-    name = host.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def is_insecure_base_url(url: str) -> bool:
-    """Plain http:// to a host other than loopback: the access token would travel in clear."""
-    parts = urlsplit(url)
-    return parts.scheme == "http" and not is_loopback_host(parts.hostname or "")
 
 
 def startup_warnings(settings: Settings) -> list[str]:
@@ -442,13 +313,6 @@ def startup_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
-def _database_password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
-
-
 def api_version_supports_roles(version: str) -> bool:
     if version.lower() == "preview":
         return True
@@ -472,7 +336,9 @@ def load_settings(**overrides: object) -> Settings:
             problems.append(f"{name}: {message}" if name else message)
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
     env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
-    settings._load_warnings = unknown_variable_warnings(_configured_names(env_file))
+    settings._load_warnings = unknown_variable_warnings(
+        configured_names(env_file), Settings.model_fields
+    )
     return settings
 
 
