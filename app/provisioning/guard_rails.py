@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.provisioning.intercom_calls import IntercomCalls
@@ -16,8 +15,7 @@ from app.provisioning.request import Refusal
 from app.settings import Settings
 from app.store import provisioning as records
 from app.store.engine import Database
-from app.store.models import Membership, Team, User
-from app.store.reads import read_header
+from app.store.reads import has_team, read_header, team_member_ids, teammate_is_active
 
 MAX_TEAM_MEMBERS = 1000
 
@@ -43,22 +41,13 @@ def read_store_view(
         members: list[str] = []
         team_exists = False
         if team_id is not None:
-            team_exists = session.get(Team, team_id) is not None
-            members = sorted(
-                session.execute(
-                    select(Membership.user_id).where(Membership.team_id == team_id)
-                ).scalars()
-            )
+            team_exists = has_team(session, team_id)
+            members = sorted(team_member_ids(session, team_id))
     return StoreView(synced, user_active, team_exists, members, target_active)
 
 
 def _active(session: Session, user_id: str | None) -> bool | None:
-    if user_id is None:
-        return None
-    row = session.execute(select(User.removed_at).where(User.id == user_id)).first()
-    if row is None:
-        return None
-    return row.removed_at is None
+    return None if user_id is None else teammate_is_active(session, user_id)
 
 
 def require_synced(view: StoreView) -> None:

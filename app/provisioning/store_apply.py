@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import select
-
 from app.intercom.models import IntercomAdmin
 from app.intercom.notifications import Notification
 from app.store.engine import Database
-from app.store.models import Membership, Team, utcnow
+from app.store.models import Team, utcnow
 from app.store.provisioning import FinishFn as Finish
 from app.store.provisioning import RequestRecord
+from app.store.reads import team_member_ids
 from app.store.versioning import GRANT, ChangeSet, lock_store_state, membership_grant_id
 from app.store.versioning import record_changes as log_changes
 from app.store.workset import TeammateWorkset
@@ -96,11 +95,7 @@ def apply_confirmed_members(
         state = lock_store_state(session)
         changes = ChangeSet()
         if session.get(Team, team_id) is not None:
-            current = set(
-                session.execute(
-                    select(Membership.user_id).where(Membership.team_id == team_id)
-                ).scalars()
-            )
+            current = set(team_member_ids(session, team_id))
             workset = TeammateWorkset(session)
             workset.load([*current, *member_ids], [team_id])
             wanted = set()

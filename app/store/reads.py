@@ -142,6 +142,14 @@ def read_team(session: Session, team_id: str) -> tuple[AnyRow, list[str]] | None
     return row, team_member_ids(session, team_id)
 
 
+def teammate_is_active(session: Session, user_id: str) -> bool | None:
+    """Whether the store holds `user_id` as an active teammate; None when it does not know it."""
+    row = session.execute(select(User.removed_at).where(User.id == user_id)).first()
+    if row is None:
+        return None
+    return row.removed_at is None
+
+
 def has_team(session: Session, team_id: str) -> bool:
     return session.execute(select(Team.id).where(Team.id == team_id)).first() is not None
 
