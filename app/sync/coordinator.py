@@ -31,7 +31,7 @@ from app.intercom.client import IntercomClient, IntercomError
 from app.observability.logs import run_id_var
 from app.observability.metrics import SYNC_DURATION, SYNC_RUNS
 from app.settings import Settings
-from app.store import sync_runs
+from app.store import run_locks, sync_runs
 from app.store.engine import Database, describe_error
 from app.store.models import utcnow
 from app.store.sync_runs import RunView
@@ -223,8 +223,8 @@ class SyncCoordinator:
         token = run_id_var.set(str(run_id))
         started = time.monotonic()
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(run_id))
-        lock: sync_runs.RunLock | None = None
-        acquiring = asyncio.ensure_future(run_in_threadpool(sync_runs.acquire_run_lock, self._db))
+        lock: run_locks.RunLock | None = None
+        acquiring = asyncio.ensure_future(run_in_threadpool(run_locks.acquire_run_lock, self._db))
         try:
             try:
                 lock = await asyncio.shield(acquiring)
@@ -269,7 +269,7 @@ class SyncCoordinator:
     async def _execute_locked(
         self,
         run_id: int,
-        lock: sync_runs.RunLock | None,
+        lock: run_locks.RunLock | None,
         *,
         force: bool,
         progress: ProgressCallback | None,
