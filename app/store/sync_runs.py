@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, update
@@ -22,9 +23,34 @@ from app.store.run_locks import lock_enqueue, run_lock_is_free
 
 logger = logging.getLogger(__name__)
 
-ACTIVE_STATUSES = ("queued", "running")
 RUN_LEASE = timedelta(seconds=60)
+
+
+class RunStatus(StrEnum):
+    """A run's status, as stored and served. Queued and running runs hold the active slot."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"  # the mass-removal brake held: nothing was applied
+
+
+class RunTrigger(StrEnum):
+    """What queued a run, as stored and served."""
+
+    STARTUP = "startup"
+    SCHEDULE = "schedule"  # the reconcile schedule
+    OPERATOR = "operator"  # POST /resync
+    WEBHOOK = "webhook"  # a refresh that webhooks asked for
+    CLI = "cli"  # intercom-sync sync
+
+
+# The error code of a run released by a process that stopped before it finished (its status
+# is failed); a start-up redoes such a run.
 INTERRUPTED = "interrupted"
+ABANDONED = "run_abandoned"
+_ABANDONED_MESSAGE = "the process running this sync stopped before it finished"
 
 
 @dataclass(frozen=True)
@@ -32,8 +58,8 @@ class RunView:
     """A run as the API shows it (spec §3.2)."""
 
     id: int
-    trigger: str
-    status: str
+    trigger: RunTrigger
+    status: RunStatus
     force: bool
     queued_at: datetime
     started_at: datetime | None
@@ -83,8 +109,8 @@ def _iso(value: datetime | None) -> str | None:
 def _view(run: SyncRun) -> RunView:
     return RunView(
         id=run.id,
-        trigger=run.trigger,
-        status=run.status,
+        trigger=RunTrigger(run.trigger),
+        status=RunStatus(run.status),
         force=run.force,
         queued_at=run.queued_at,
         started_at=run.started_at,
@@ -108,17 +134,17 @@ def expire_abandoned_runs(session: Session, *, now: datetime | None = None) -> i
     running = _active_run(session)
     # A run is marked running only after its owner took the run lock, and the owner closes
     # the run before it lets go: a running run with a free lock has lost its owner.
-    if running is not None and running.status == "running" and run_lock_is_free(session):
+    if running is not None and running.status == RunStatus.RUNNING and run_lock_is_free(session):
         logger.warning(
             "sync run %s lost its owner %s (its run lock is free): marking it failed",
             running.id,
             running.owner,
         )
-        running.status = "failed"
+        running.status = RunStatus.FAILED
         running.active = None
         running.finished_at = now or utcnow()
-        running.error_code = "run_abandoned"
-        running.error_message = "the process running this sync stopped before it finished"
+        running.error_code = ABANDONED
+        running.error_message = _ABANDONED_MESSAGE
         session.flush()
         abandoned += 1
     cutoff = (now or utcnow()) - RUN_LEASE
@@ -130,11 +156,11 @@ def expire_abandoned_runs(session: Session, *, now: datetime | None = None) -> i
             | ((SyncRun.heartbeat_at.is_(None)) & (SyncRun.queued_at < cutoff))
         )
         .values(
-            status="failed",
+            status=RunStatus.FAILED,
             active=None,
             finished_at=now or utcnow(),
-            error_code="run_abandoned",
-            error_message="the process running this sync stopped before it finished",
+            error_code=ABANDONED,
+            error_message=_ABANDONED_MESSAGE,
         )
     )
     return abandoned + int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -143,7 +169,7 @@ def expire_abandoned_runs(session: Session, *, now: datetime | None = None) -> i
 def _enqueue(
     db: Database,
     *,
-    trigger: str,
+    trigger: RunTrigger,
     force: bool,
     owner: str,
     only_if: Callable[[Session], bool] | None,
@@ -161,7 +187,7 @@ def _enqueue(
                 now = utcnow()
                 run = SyncRun(
                     trigger=trigger,
-                    status="queued",
+                    status=RunStatus.QUEUED,
                     force=force,
                     active=True,
                     owner=owner,
@@ -178,7 +204,9 @@ def _enqueue(
     raise RuntimeError("could not queue a sync run: the active-run slot kept changing")
 
 
-def enqueue_run(db: Database, *, trigger: str, force: bool, owner: str) -> tuple[RunView, bool]:
+def enqueue_run(
+    db: Database, *, trigger: RunTrigger, force: bool, owner: str
+) -> tuple[RunView, bool]:
     """Queue a run unless one is queued or running; returns (run, created)."""
     run, created = _enqueue(db, trigger=trigger, force=force, owner=owner, only_if=None)
     assert run is not None  # without a condition there is always a run to return
@@ -186,7 +214,7 @@ def enqueue_run(db: Database, *, trigger: str, force: bool, owner: str) -> tuple
 
 
 def enqueue_run_if_due(
-    db: Database, *, trigger: str, owner: str, is_due: Callable[[Session], bool]
+    db: Database, *, trigger: RunTrigger, owner: str, is_due: Callable[[Session], bool]
 ) -> RunView | None:
     """Queue a run when no run is active and `is_due(session)` holds, deciding and queuing in
     one serialized transaction so that two replicas checking the schedule at the same moment
@@ -199,7 +227,7 @@ def start_run(db: Database, run_id: int, *, version_before: int | None = None) -
     with db.writing() as session:
         run = session.get_one(SyncRun, run_id)
         now = utcnow()
-        run.status = "running"
+        run.status = RunStatus.RUNNING
         run.started_at = now
         run.heartbeat_at = now
         run.version_before = version_before
@@ -223,7 +251,7 @@ def release_run(db: Database, run_id: int, *, message: str) -> bool:
             update(SyncRun)
             .where(SyncRun.id == run_id, SyncRun.active.is_(True))
             .values(
-                status="failed",
+                status=RunStatus.FAILED,
                 active=None,
                 finished_at=utcnow(),
                 error_code=INTERRUPTED,
@@ -237,7 +265,7 @@ def finish_run(
     session: Session,
     run_id: int,
     *,
-    status: str,
+    status: RunStatus,
     stats: dict[str, int] | None = None,
     error_code: str | None = None,
     error_message: str | None = None,
@@ -296,4 +324,8 @@ def fetches_after(run: RunView | None, since: datetime) -> bool:
     """Whether `run` (the latest run) was queued at or after `since` and has not failed or
     been blocked: it reads, or read, Intercom after `since`, and what it read is (or will be)
     in the store."""
-    return run is not None and run.queued_at >= since and run.status not in ("failed", "blocked")
+    return (
+        run is not None
+        and run.queued_at >= since
+        and run.status not in (RunStatus.FAILED, RunStatus.BLOCKED)
+    )

@@ -34,7 +34,7 @@ from app.settings import Settings
 from app.store import run_locks, sync_runs
 from app.store.engine import Database, describe_error
 from app.store.models import utcnow
-from app.store.sync_runs import RunView
+from app.store.sync_runs import RunStatus, RunTrigger, RunView
 from app.store.versioning import current_version, read_store_state
 from app.sync.baseline import (
     FetchedWorkspace,
@@ -87,7 +87,9 @@ class SyncCoordinator:
 
     # ----- requests -------------------------------------------------------------------------
 
-    async def request_run(self, trigger: str, *, force: bool = False) -> tuple[RunView, bool]:
+    async def request_run(
+        self, trigger: RunTrigger, *, force: bool = False
+    ) -> tuple[RunView, bool]:
         """Queue a run (or return the one already queued or running) and execute it here."""
         run, created = await self._enqueue_and_spawn(
             lambda: sync_runs.enqueue_run(
@@ -103,7 +105,7 @@ class SyncCoordinator:
         self,
         enqueue: Callable[[], tuple[RunView | None, bool]],
         *,
-        trigger: str,
+        trigger: RunTrigger,
         force: bool,
     ) -> tuple[RunView | None, bool]:
         """Queue through `enqueue` and execute a run it created here. A run created while
@@ -160,8 +162,8 @@ class SyncCoordinator:
                     if not self._refresh_for_access:
                         return
                     continue  # access changed meanwhile: that needs a run fetching after it
-                run, created = await self.request_run("webhook")
-                if created or run.status == "queued":
+                run, created = await self.request_run(RunTrigger.WEBHOOK)
+                if created or run.status == RunStatus.QUEUED:
                     return  # that run fetches after the request, so it sees the change
                 # A run already fetching may have read Intercom before the change: refetch
                 # after it.
@@ -180,11 +182,11 @@ class SyncCoordinator:
 
         def enqueue() -> tuple[RunView | None, bool]:
             run = sync_runs.enqueue_run_if_due(
-                self._db, trigger="webhook", owner=self._owner, is_due=not_served_yet
+                self._db, trigger=RunTrigger.WEBHOOK, owner=self._owner, is_due=not_served_yet
             )
             return run, run is not None
 
-        await self._enqueue_and_spawn(enqueue, trigger="webhook", force=False)
+        await self._enqueue_and_spawn(enqueue, trigger=RunTrigger.WEBHOOK, force=False)
 
     async def _wait_for(self, run_id: int) -> None:
         while not self._stopping:
@@ -198,7 +200,7 @@ class SyncCoordinator:
 
     async def run_now(
         self,
-        trigger: str,
+        trigger: RunTrigger,
         *,
         force: bool,
         started: Callable[[RunView], None] | None = None,
@@ -217,7 +219,12 @@ class SyncCoordinator:
         return await self.execute(view.id, force=force, trigger=trigger, progress=progress), True
 
     async def execute(
-        self, run_id: int, *, force: bool, trigger: str, progress: ProgressCallback | None = None
+        self,
+        run_id: int,
+        *,
+        force: bool,
+        trigger: RunTrigger,
+        progress: ProgressCallback | None = None,
     ) -> RunView:
         """Run a queued baseline to completion and record its outcome."""
         token = run_id_var.set(str(run_id))
@@ -231,7 +238,7 @@ class SyncCoordinator:
             except Exception as exc:
                 view = await self._finish(
                     run_id,
-                    "failed",
+                    RunStatus.FAILED,
                     error=("internal_error", f"could not take the run lock: {type(exc).__name__}"),
                     exc_info=exc,
                 )
@@ -260,7 +267,7 @@ class SyncCoordinator:
             run_id_var.reset(token)
         SYNC_RUNS.labels(trigger, view.status).inc()
         SYNC_DURATION.labels(view.status).observe(time.monotonic() - started)
-        if view.status == "succeeded" and self._after_baseline is not None:
+        if view.status == RunStatus.SUCCEEDED and self._after_baseline is not None:
             # After the run lock is let go (a long backfill must not hold up the next sync);
             # the activity-log reader records its own failures and never raises.
             await self._after_baseline()
@@ -277,7 +284,7 @@ class SyncCoordinator:
         if lock is None:
             return await self._finish(
                 run_id,
-                "failed",
+                RunStatus.FAILED,
                 error=(
                     "sync_lock_busy",
                     "another process is still running an earlier sync; try again later",
@@ -297,7 +304,7 @@ class SyncCoordinator:
         if self._client_factory is None:
             return await self._finish(
                 run_id,
-                "failed",
+                RunStatus.FAILED,
                 error=(
                     "intercom_not_configured",
                     "INTERCOM_ACCESS_TOKEN is not set, so nothing can be fetched from Intercom",
@@ -319,7 +326,7 @@ class SyncCoordinator:
             ):
                 return await self._finish(
                     run_id,
-                    "failed",
+                    RunStatus.FAILED,
                     error=(
                         "workspace_mismatch",
                         f"the token belongs to workspace {fetched.workspace.id_code}, not "
@@ -337,18 +344,18 @@ class SyncCoordinator:
                 raise
         except (IntercomError, WorkspaceChanged) as exc:
             # Each message says what failed and what to check (an auth failure is not retried).
-            return await self._finish(run_id, "failed", error=(exc.code, exc.message))
+            return await self._finish(run_id, RunStatus.FAILED, error=(exc.code, exc.message))
         except MassRemovalBlocked as exc:
             return await self._finish(
                 run_id,
-                "blocked",
+                RunStatus.BLOCKED,
                 error=(exc.code, exc.message),
                 details={"would_remove": exc.teammates},
             )
         except Exception as exc:
             return await self._finish(
                 run_id,
-                "failed",
+                RunStatus.FAILED,
                 error=("internal_error", describe_error(exc)),
                 exc_info=exc,
             )
@@ -370,7 +377,7 @@ class SyncCoordinator:
             view = sync_runs.finish_run(
                 session,
                 run_id,
-                status="succeeded",
+                status=RunStatus.SUCCEEDED,
                 stats=result.stats.as_dict(),
                 version_after=result.version_after,
                 warnings=result.warnings,
@@ -383,7 +390,7 @@ class SyncCoordinator:
             result.version_after,
             len(result.warnings),
             extra={
-                "sync_status": "succeeded",
+                "sync_status": RunStatus.SUCCEEDED,
                 "version_before": result.version_before,
                 "version_after": result.version_after,
                 **result.stats.as_dict(),
@@ -395,7 +402,7 @@ class SyncCoordinator:
     async def _finish(
         self,
         run_id: int,
-        status: str,
+        status: RunStatus,
         *,
         error: tuple[str, str],
         details: dict[str, Any] | None = None,
@@ -466,20 +473,24 @@ class SyncCoordinator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _is_due(self, session: Session, trigger: str, period: float) -> bool:
+    def _is_due(self, session: Session, trigger: RunTrigger, period: float) -> bool:
         interval = self._settings.reconcile_interval_seconds
         state = read_store_state(session)
         last = sync_runs.latest_run(session)
         last_queued = sync_runs.latest_started_at(session)
         now = utcnow()
         if state.last_sync_at is None:
-            if trigger == "startup":
+            if trigger == RunTrigger.STARTUP:
                 return True
             # Never synced: retry, but no more often than every minute (or the interval).
             return last_queued is None or now - last_queued > timedelta(
                 seconds=min(60.0, interval or 60.0)
             )
-        if trigger == "startup" and last is not None and last.error_code == sync_runs.INTERRUPTED:
+        if (
+            trigger == RunTrigger.STARTUP
+            and last is not None
+            and last.error_code == sync_runs.INTERRUPTED
+        ):
             return True  # a restart cut the last run short: redo it
         if interval <= 0:
             return False
@@ -494,7 +505,7 @@ class SyncCoordinator:
             return min(60.0, interval)
         return seconds_until_reconcile(state.last_sync_at, last_queued, utcnow(), period, interval)
 
-    async def _request_if_due(self, trigger: str, period: float) -> None:
+    async def _request_if_due(self, trigger: RunTrigger, period: float) -> None:
         """Queue (and execute here) a `trigger` run if one is due; the check and the queuing
         are one serialized transaction, so replicas checking together queue one run."""
 
@@ -513,7 +524,7 @@ class SyncCoordinator:
         interval = self._settings.reconcile_interval_seconds
         try:
             if self._settings.sync_on_startup:
-                await self._request_if_due("startup", interval)
+                await self._request_if_due(RunTrigger.STARTUP, interval)
             if interval <= 0:
                 return
             while not self._stopping:
@@ -529,7 +540,7 @@ class SyncCoordinator:
                 # in a tight loop; it makes a reconcile at most a second late.
                 await asyncio.sleep(min(max(delay, min(1.0, interval / 20)), interval))
                 try:
-                    await self._request_if_due("schedule", period)
+                    await self._request_if_due(RunTrigger.SCHEDULE, period)
                 except Exception:
                     logger.warning("reconcile schedule check failed", exc_info=True)
         except asyncio.CancelledError:
