@@ -13,11 +13,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.observability.logs import scrub
-from app.store.engine import Database
 from app.store.models import SyncRun, utcnow
 from app.store.run_locks import lock_enqueue, run_lock_is_free
 
@@ -167,98 +165,92 @@ def expire_abandoned_runs(session: Session, *, now: datetime | None = None) -> i
 
 
 def _enqueue(
-    db: Database,
+    session: Session,
     *,
     trigger: RunTrigger,
     force: bool,
     owner: str,
     only_if: Callable[[Session], bool] | None,
 ) -> tuple[RunView | None, bool]:
-    for _ in range(5):
-        try:
-            with db.writing() as session:
-                lock_enqueue(session)
-                expire_abandoned_runs(session)
-                existing = _active_run(session)
-                if existing is not None:
-                    return _view(existing), False
-                if only_if is not None and not only_if(session):
-                    return None, False
-                now = utcnow()
-                run = SyncRun(
-                    trigger=trigger,
-                    status=RunStatus.QUEUED,
-                    force=force,
-                    active=True,
-                    owner=owner,
-                    queued_at=now,
-                    heartbeat_at=now,
-                    stats=None,
-                )
-                session.add(run)
-                session.flush()
-                return _view(run), True
-        except IntegrityError:
-            # Another process queued one between our read and our insert: return theirs.
-            continue
-    raise RuntimeError("could not queue a sync run: the active-run slot kept changing")
+    lock_enqueue(session)
+    expire_abandoned_runs(session)
+    existing = _active_run(session)
+    if existing is not None:
+        return _view(existing), False
+    if only_if is not None and not only_if(session):
+        return None, False
+    now = utcnow()
+    run = SyncRun(
+        trigger=trigger,
+        status=RunStatus.QUEUED,
+        force=force,
+        active=True,
+        owner=owner,
+        queued_at=now,
+        heartbeat_at=now,
+        stats=None,
+    )
+    session.add(run)
+    session.flush()
+    return _view(run), True
 
 
+# Queuing is meant to be the whole of a write transaction. Should another process queue a run
+# between this one's read of the active slot and its insert, the slot's unique constraint
+# refuses the insert with IntegrityError; the caller then tries again in a new transaction,
+# which returns that run.
 def enqueue_run(
-    db: Database, *, trigger: RunTrigger, force: bool, owner: str
+    session: Session, *, trigger: RunTrigger, force: bool, owner: str
 ) -> tuple[RunView, bool]:
     """Queue a run unless one is queued or running; returns (run, created)."""
-    run, created = _enqueue(db, trigger=trigger, force=force, owner=owner, only_if=None)
+    run, created = _enqueue(session, trigger=trigger, force=force, owner=owner, only_if=None)
     assert run is not None  # without a condition there is always a run to return
     return run, created
 
 
 def enqueue_run_if_due(
-    db: Database, *, trigger: RunTrigger, owner: str, is_due: Callable[[Session], bool]
+    session: Session, *, trigger: RunTrigger, owner: str, is_due: Callable[[Session], bool]
 ) -> RunView | None:
     """Queue a run when no run is active and `is_due(session)` holds, deciding and queuing in
     one serialized transaction so that two replicas checking the schedule at the same moment
     queue one run between them. Returns the new run, or None."""
-    run, created = _enqueue(db, trigger=trigger, force=False, owner=owner, only_if=is_due)
+    run, created = _enqueue(session, trigger=trigger, force=False, owner=owner, only_if=is_due)
     return run if created else None
 
 
-def start_run(db: Database, run_id: int, *, version_before: int | None = None) -> RunView:
-    with db.writing() as session:
-        run = session.get_one(SyncRun, run_id)
-        now = utcnow()
-        run.status = RunStatus.RUNNING
-        run.started_at = now
-        run.heartbeat_at = now
-        run.version_before = version_before
-        return _view(run)
+def start_run(session: Session, run_id: int, *, version_before: int | None = None) -> RunView:
+    run = session.get_one(SyncRun, run_id)
+    now = utcnow()
+    run.status = RunStatus.RUNNING
+    run.started_at = now
+    run.heartbeat_at = now
+    run.version_before = version_before
+    return _view(run)
 
 
-def heartbeat(db: Database, run_id: int) -> None:
-    with db.writing() as session:
-        session.execute(
-            update(SyncRun)
-            .where(SyncRun.id == run_id, SyncRun.active.is_(True))
-            .values(heartbeat_at=utcnow())
-        )
+def heartbeat(session: Session, run_id: int) -> None:
+    session.execute(
+        update(SyncRun)
+        .where(SyncRun.id == run_id, SyncRun.active.is_(True))
+        .values(heartbeat_at=utcnow())
+    )
 
 
-def release_run(db: Database, run_id: int, *, message: str) -> bool:
+def release_run(session: Session, run_id: int, *, message: str) -> bool:
     """Close a run this process can no longer finish (it is shutting down), unless it has
     finished already; frees the active slot for another replica. True when it was released."""
-    with db.writing() as session:
-        result = session.execute(
-            update(SyncRun)
-            .where(SyncRun.id == run_id, SyncRun.active.is_(True))
-            .values(
-                status=RunStatus.FAILED,
-                active=None,
-                finished_at=utcnow(),
-                error_code=INTERRUPTED,
-                error_message=scrub(message),
-            )
+    result = session.execute(
+        update(SyncRun)
+        .where(SyncRun.id == run_id, SyncRun.active.is_(True))
+        .values(
+            status=RunStatus.FAILED,
+            active=None,
+            finished_at=utcnow(),
+            error_code=INTERRUPTED,
+            error_message=scrub(message),
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def finish_run(

@@ -22,8 +22,9 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
 RECONCILE_JITTER = 0.1  # a reconcile period is the configured interval ± 10 %
 ProgressCallback = Callable[[str], None]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def process_owner() -> str:
@@ -92,8 +95,8 @@ class SyncCoordinator:
     ) -> tuple[RunView, bool]:
         """Queue a run (or return the one already queued or running) and execute it here."""
         run, created = await self._enqueue_and_spawn(
-            lambda: sync_runs.enqueue_run(
-                self._db, trigger=trigger, force=force, owner=self._owner
+            lambda session: sync_runs.enqueue_run(
+                session, trigger=trigger, force=force, owner=self._owner
             ),
             trigger=trigger,
             force=force,
@@ -103,7 +106,7 @@ class SyncCoordinator:
 
     async def _enqueue_and_spawn(
         self,
-        enqueue: Callable[[], tuple[RunView | None, bool]],
+        enqueue: Callable[[Session], tuple[RunView | None, bool]],
         *,
         trigger: RunTrigger,
         force: bool,
@@ -111,7 +114,7 @@ class SyncCoordinator:
         """Queue through `enqueue` and execute a run it created here. A run created while
         this process stops (or while the caller is cancelled) is released at once, so no
         queued run is left without an executor."""
-        queuing = asyncio.ensure_future(run_in_threadpool(enqueue))
+        queuing = asyncio.ensure_future(run_in_threadpool(self._queue, enqueue))
         try:
             run, created = await asyncio.shield(queuing)
         except asyncio.CancelledError:
@@ -128,7 +131,7 @@ class SyncCoordinator:
         return run, created
 
     async def _release(self, run_id: int, message: str) -> None:
-        await run_in_threadpool(sync_runs.release_run, self._db, run_id, message=message)
+        await run_in_threadpool(self._writing, sync_runs.release_run, run_id, message=message)
 
     def request_refresh(self, *, unknown_since: datetime | None = None) -> None:
         """Refetch teammates and teams soon, once per burst of requests.
@@ -180,9 +183,9 @@ class SyncCoordinator:
         def not_served_yet(session: Session) -> bool:
             return not sync_runs.fetches_after(sync_runs.latest_run(session), since)
 
-        def enqueue() -> tuple[RunView | None, bool]:
+        def enqueue(session: Session) -> tuple[RunView | None, bool]:
             run = sync_runs.enqueue_run_if_due(
-                self._db, trigger=RunTrigger.WEBHOOK, owner=self._owner, is_due=not_served_yet
+                session, trigger=RunTrigger.WEBHOOK, owner=self._owner, is_due=not_served_yet
             )
             return run, run is not None
 
@@ -209,8 +212,10 @@ class SyncCoordinator:
         """Queue a run and execute it in this process (`intercom-sync sync`): the finished
         run and True, or the run already queued or running and False. `started` is called
         once the run is queued, before it executes."""
-        view, created = sync_runs.enqueue_run(
-            self._db, trigger=trigger, force=force, owner=self._owner
+        view, created = self._queue(
+            lambda session: sync_runs.enqueue_run(
+                session, trigger=trigger, force=force, owner=self._owner
+            )
         )
         if not created:
             return view, False
@@ -298,7 +303,7 @@ class SyncCoordinator:
         say = progress or (lambda _message: None)
         version_before = await run_in_threadpool(self._current_version)
         await run_in_threadpool(
-            sync_runs.start_run, self._db, run_id, version_before=version_before
+            self._writing, sync_runs.start_run, run_id, version_before=version_before
         )
         logger.info("sync run %s started", run_id)
         if self._client_factory is None:
@@ -432,6 +437,25 @@ class SyncCoordinator:
         )
         return await run_in_threadpool(finish)
 
+    def _writing(
+        self, write: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`write` in a write transaction of its own."""
+        with self._db.writing() as session:
+            return write(session, *args, **kwargs)
+
+    def _queue(self, enqueue: Callable[[Session], T]) -> T:
+        """`enqueue` in a write transaction of its own. When another process queued a run
+        between its read of the active slot and its insert (the slot's unique constraint
+        refuses ours), again in a new transaction, which answers with that run."""
+        for _ in range(5):
+            try:
+                with self._db.writing() as session:
+                    return enqueue(session)
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not queue a sync run: the active-run slot kept changing")
+
     def _current_version(self) -> int:
         with self._db.reading() as session:
             return current_version(session)
@@ -440,7 +464,7 @@ class SyncCoordinator:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                await run_in_threadpool(sync_runs.heartbeat, self._db, run_id)
+                await run_in_threadpool(self._writing, sync_runs.heartbeat, run_id)
             except Exception:
                 logger.warning("could not heartbeat sync run %s", run_id, exc_info=True)
 
@@ -509,9 +533,9 @@ class SyncCoordinator:
         """Queue (and execute here) a `trigger` run if one is due; the check and the queuing
         are one serialized transaction, so replicas checking together queue one run."""
 
-        def enqueue() -> tuple[RunView | None, bool]:
+        def enqueue(session: Session) -> tuple[RunView | None, bool]:
             run = sync_runs.enqueue_run_if_due(
-                self._db,
+                session,
                 trigger=trigger,
                 owner=self._owner,
                 is_due=lambda session: self._is_due(session, trigger, period),
