@@ -12,7 +12,7 @@ from app.store import inbox, sync_runs
 from app.store.activity import read_cursor
 from app.store.engine import Database
 from app.store.models import utcnow
-from app.store.reads import read_header
+from app.store.versioning import read_header
 
 INBOX_LAG_LIMIT = timedelta(seconds=60)
 

@@ -57,7 +57,7 @@ from app.settings import Settings
 from app.store import provisioning as records
 from app.store.engine import Database
 from app.store.models import Membership, Team, User
-from app.store.reads import read_header
+from app.store.versioning import read_header
 
 logger = logging.getLogger(__name__)
 
