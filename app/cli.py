@@ -119,7 +119,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from app.services import build_coordinator
     from app.settings import startup_warnings
     from app.store.engine import create_database
-    from app.store.sync_runs import RunView
+    from app.store.sync_runs import RunStatus, RunTrigger, RunView
 
     settings = _settings_or_exit()
     # Progress and the one-line reason are printed; log lines would only repeat them.
@@ -142,7 +142,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
         coordinator = build_coordinator(db, settings)
         result, created = await coordinator.run_now(
-            "cli",
+            RunTrigger.CLI,
             force=force,
             started=started,
             progress=lambda line: print(line, flush=True),
@@ -154,7 +154,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        if result.status == "succeeded":
+        if result.status == RunStatus.SUCCEEDED:
             for warning in result.warnings:  # items left as they were (spec §9)
                 print(f"warning: {warning['resource_type']} {warning['id']}: {warning['reason']}")
             # The outcome stays the last line, for scripts that read it.

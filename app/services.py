@@ -12,7 +12,7 @@ from app.intercom.client import intercom_client_factory
 from app.settings import Settings
 from app.snapshot.cache import SnapshotCache
 from app.store.engine import Database
-from app.store.reads import read_header
+from app.store.versioning import read_header
 from app.sync.coordinator import SyncCoordinator
 from app.webhooks.applier import InboxApplier
 from app.webhooks.intake import InboxWriter

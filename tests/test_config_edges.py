@@ -289,12 +289,15 @@ def test_a_json_log_line_holds_no_spelling_of_a_secret(spelling: str) -> None:
 def test_the_run_record_message_is_scrubbed_at_the_store(store: Database) -> None:
     REDACTOR.register([SIM_TOKEN])
     try:
-        run, _created = sync_runs.enqueue_run(store, trigger="cli", force=False, owner="test")
+        with store.writing() as session:
+            run, _created = sync_runs.enqueue_run(
+                session, trigger=sync_runs.RunTrigger.CLI, force=False, owner="test"
+            )
         with store.writing() as session:
             view = sync_runs.finish_run(
                 session,
                 run.id,
-                status="failed",
+                status=sync_runs.RunStatus.FAILED,
                 error_code="internal_error",
                 error_message=f"LocalProtocolError: Illegal header value b'Bearer {SIM_TOKEN}\\n'",
             )

@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 from app.core.timefmt import iso
 from app.intercom.activity_types import ACCESS_EVENT_TYPES
 from app.store import activity as store
-from app.store import reads
 from app.store.cursors import decode_cursor, encode_cursor
 from app.store.models import AccessEvent, utcnow
 from app.store.read_errors import ActivityLogNotRead, InvalidCursor, InvalidRequest
 from app.store.reads import require_synced
+from app.store.versioning import read_header
 
 
 def parse_since(value: str | None) -> datetime | None:
@@ -56,7 +56,7 @@ def access_events_page(
     cursor: str | None,
     limit: int,
 ) -> dict[str, Any]:
-    header = reads.read_header(session)
+    header = read_header(session)
     require_synced(header)
     unknown = sorted(set(types) - ACCESS_EVENT_TYPES)
     if unknown:
@@ -98,7 +98,7 @@ def access_events_page(
 
 
 def dormant_report(session: Session, *, days: int, roles_enabled: bool) -> dict[str, Any]:
-    header = reads.read_header(session)
+    header = read_header(session)
     require_synced(header)
     cursor = store.read_cursor(session)
     if cursor.read_to is None:

@@ -57,7 +57,9 @@ async def resync(
     force: Annotated[bool, Query(description="Pass the mass-removal brake.")] = False,
 ) -> Response:
     """Queue a baseline, or return the one already queued or running."""
-    run, _created = await services.coordinator.request_run("operator", force=force)
+    run, _created = await services.coordinator.request_run(
+        sync_runs.RunTrigger.OPERATOR, force=force
+    )
     return _json(run.as_json(), 202, {"Location": f"/sync-runs/{run.id}"})
 
 

@@ -12,7 +12,7 @@ from app.store import inbox, sync_runs
 from app.store.activity import read_cursor
 from app.store.engine import Database
 from app.store.models import utcnow
-from app.store.reads import read_header
+from app.store.versioning import read_header
 
 INBOX_LAG_LIMIT = timedelta(seconds=60)
 
@@ -68,9 +68,9 @@ def check_readiness(db: Database, settings: Settings) -> Readiness:
             problems.append("config_invalid")
         elif last_run.error_code == "workspace_changed":
             problems.append("workspace_changed")
-        elif last_run.status == "blocked":
+        elif last_run.status == sync_runs.RunStatus.BLOCKED:
             problems.append("blocked_mass_removal")
-        elif last_run.status == "failed":
+        elif last_run.status == sync_runs.RunStatus.FAILED:
             problems.append("sync_failing")
     interval = settings.reconcile_interval_seconds
     if (

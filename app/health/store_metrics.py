@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 from app.store import inbox
 from app.store.engine import Database
 from app.store.models import utcnow
-from app.store.reads import read_header
+from app.store.versioning import read_header
 
 
 class StoreCollector(Collector):

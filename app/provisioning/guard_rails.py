@@ -15,7 +15,8 @@ from app.provisioning.request import Refusal
 from app.settings import Settings
 from app.store import provisioning as records
 from app.store.engine import Database
-from app.store.reads import has_team, read_header, team_member_ids, teammate_is_active
+from app.store.reads import has_team, team_member_ids, teammate_is_active
+from app.store.versioning import read_header
 
 MAX_TEAM_MEMBERS = 1000
 

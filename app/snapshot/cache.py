@@ -20,7 +20,8 @@ from app.core.timefmt import iso
 from app.snapshot import shapes
 from app.store.engine import Database
 from app.store.read_errors import NotSynced
-from app.store.reads import SnapshotRows, read_header, read_snapshot
+from app.store.reads import SnapshotRows, read_snapshot
+from app.store.versioning import read_header
 
 T = TypeVar("T")
 

@@ -16,12 +16,12 @@ from app.snapshot import shapes
 from app.store import reads
 from app.store.cursors import decode_cursor, encode_cursor
 from app.store.read_errors import Gone, InvalidCursor, NotFound
-from app.store.reads import StoreHeader, require_synced
-from app.store.versioning import changes_since
+from app.store.reads import require_synced
+from app.store.versioning import StoreHeader, changes_since, read_header
 
 
 def _synced_header(session: Session) -> StoreHeader:
-    header = reads.read_header(session)
+    header = read_header(session)
     require_synced(header)
     return header
 

@@ -13,8 +13,9 @@ from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from app.store.bulk import driver_rows, typed_driver_rows
-from app.store.models import Membership, Role, StoreState, Team, User
+from app.store.models import Membership, Role, Team, User
 from app.store.read_errors import NotSynced
+from app.store.versioning import StoreHeader, read_header
 
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
@@ -58,19 +59,6 @@ class SnapshotUser(NamedTuple):
 assert SnapshotUser._fields == tuple(column.key for column in USER_COLUMNS)
 
 
-@dataclass(frozen=True)
-class StoreHeader:
-    version: int
-    version_at: datetime | None
-    last_sync_at: datetime | None
-    last_webhook_at: datetime | None
-    workspace_id: str | None
-    workspace_name: str | None
-    workspace_region: str | None
-    cursor_key: str
-    change_log_pruned_through: int
-
-
 @dataclass
 class SnapshotRows:
     header: StoreHeader
@@ -78,23 +66,6 @@ class SnapshotRows:
     teams: Sequence[AnyRow]
     memberships: Sequence[tuple[str, str]]  # (team_id, user_id)
     roles: Sequence[AnyRow]
-
-
-def read_header(session: Session) -> StoreHeader:
-    row = session.execute(
-        select(
-            StoreState.version,
-            StoreState.version_at,
-            StoreState.last_sync_at,
-            StoreState.last_webhook_at,
-            StoreState.workspace_id,
-            StoreState.workspace_name,
-            StoreState.workspace_region,
-            StoreState.cursor_key,
-            StoreState.change_log_pruned_through,
-        ).where(StoreState.id == 1)
-    ).one()
-    return StoreHeader(**row._mapping)
 
 
 _SNAPSHOT_MEMBERSHIPS = select(Membership.team_id, Membership.user_id).order_by(

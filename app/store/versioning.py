@@ -1,8 +1,10 @@
 """The store version and the change log: every committed change bumps one monotonic version and
 records what changed at that version, in the same transaction (reliability rule R14).
 
-Writers first lock the single `store_state` row, which also serializes them on PostgreSQL, so
-versions commit in order and a change-feed reader never sees version N+1 before N.
+The version lives in the single `store_state` row, with when the store last synced and last
+heard a webhook, the workspace, the cursor key and how far the change log was pruned; every
+read and lock of that row is here. Writers first lock it, which also serializes them on
+PostgreSQL, so versions commit in order and a change-feed reader never sees version N+1 before N.
 """
 
 from __future__ import annotations
@@ -67,9 +69,45 @@ class ChangeSet:
         return len(self.ops)
 
 
+_THE_ROW = StoreState.id == 1
+
+
+@dataclass(frozen=True)
+class StoreHeader:
+    """The `store_state` columns a read states alongside what it read."""
+
+    version: int
+    version_at: datetime | None
+    last_sync_at: datetime | None
+    last_webhook_at: datetime | None
+    workspace_id: str | None
+    workspace_name: str | None
+    workspace_region: str | None
+    cursor_key: str
+    change_log_pruned_through: int
+
+
+def read_header(session: Session) -> StoreHeader:
+    """The header, in one SELECT of its columns (every snapshot and page request reads it)."""
+    row = session.execute(
+        select(
+            StoreState.version,
+            StoreState.version_at,
+            StoreState.last_sync_at,
+            StoreState.last_webhook_at,
+            StoreState.workspace_id,
+            StoreState.workspace_name,
+            StoreState.workspace_region,
+            StoreState.cursor_key,
+            StoreState.change_log_pruned_through,
+        ).where(_THE_ROW)
+    ).one()
+    return StoreHeader(**row._mapping)
+
+
 def lock_store_state(session: Session) -> StoreState:
     """Take the writer lock (row lock on PostgreSQL; SQLite already holds BEGIN IMMEDIATE)."""
-    statement = select(StoreState).where(StoreState.id == 1)
+    statement = select(StoreState).where(_THE_ROW)
     if session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update()
     state = session.execute(statement).scalar_one()
@@ -77,11 +115,13 @@ def lock_store_state(session: Session) -> StoreState:
 
 
 def read_store_state(session: Session) -> StoreState:
-    return session.execute(select(StoreState).where(StoreState.id == 1)).scalar_one()
+    """The row itself, unlocked: to read it whole, or to set a column that no version depends
+    on (`last_sync_at`) in a transaction that already holds the writer lock."""
+    return session.execute(select(StoreState).where(_THE_ROW)).scalar_one()
 
 
 def current_version(session: Session) -> int:
-    return int(session.execute(select(StoreState.version).where(StoreState.id == 1)).scalar_one())
+    return int(session.execute(select(StoreState.version).where(_THE_ROW)).scalar_one())
 
 
 # The workspace `member` grant (spec §3.3) is held by every active teammate, so it changes

@@ -22,8 +22,9 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -32,10 +33,10 @@ from app.intercom.errors import IntercomError
 from app.observability.logs import run_id_var
 from app.observability.metrics import SYNC_DURATION, SYNC_RUNS
 from app.settings import Settings
-from app.store import sync_runs
+from app.store import run_locks, sync_runs
 from app.store.engine import Database, describe_error
 from app.store.models import utcnow
-from app.store.sync_runs import RunView
+from app.store.sync_runs import RunStatus, RunTrigger, RunView
 from app.store.versioning import current_version, read_store_state
 from app.sync.baseline import (
     FetchedWorkspace,
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
 RECONCILE_JITTER = 0.1  # a reconcile period is the configured interval ± 10 %
 ProgressCallback = Callable[[str], None]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def process_owner() -> str:
@@ -88,11 +91,13 @@ class SyncCoordinator:
 
     # ----- requests -------------------------------------------------------------------------
 
-    async def request_run(self, trigger: str, *, force: bool = False) -> tuple[RunView, bool]:
+    async def request_run(
+        self, trigger: RunTrigger, *, force: bool = False
+    ) -> tuple[RunView, bool]:
         """Queue a run (or return the one already queued or running) and execute it here."""
         run, created = await self._enqueue_and_spawn(
-            lambda: sync_runs.enqueue_run(
-                self._db, trigger=trigger, force=force, owner=self._owner
+            lambda session: sync_runs.enqueue_run(
+                session, trigger=trigger, force=force, owner=self._owner
             ),
             trigger=trigger,
             force=force,
@@ -102,15 +107,15 @@ class SyncCoordinator:
 
     async def _enqueue_and_spawn(
         self,
-        enqueue: Callable[[], tuple[RunView | None, bool]],
+        enqueue: Callable[[Session], tuple[RunView | None, bool]],
         *,
-        trigger: str,
+        trigger: RunTrigger,
         force: bool,
     ) -> tuple[RunView | None, bool]:
         """Queue through `enqueue` and execute a run it created here. A run created while
         this process stops (or while the caller is cancelled) is released at once, so no
         queued run is left without an executor."""
-        queuing = asyncio.ensure_future(run_in_threadpool(enqueue))
+        queuing = asyncio.ensure_future(run_in_threadpool(self._queue, enqueue))
         try:
             run, created = await asyncio.shield(queuing)
         except asyncio.CancelledError:
@@ -127,7 +132,7 @@ class SyncCoordinator:
         return run, created
 
     async def _release(self, run_id: int, message: str) -> None:
-        await run_in_threadpool(sync_runs.release_run, self._db, run_id, message=message)
+        await run_in_threadpool(self._writing, sync_runs.release_run, run_id, message=message)
 
     def request_refresh(self, *, unknown_since: datetime | None = None) -> None:
         """Refetch teammates and teams soon, once per burst of requests.
@@ -161,8 +166,8 @@ class SyncCoordinator:
                     if not self._refresh_for_access:
                         return
                     continue  # access changed meanwhile: that needs a run fetching after it
-                run, created = await self.request_run("webhook")
-                if created or run.status == "queued":
+                run, created = await self.request_run(RunTrigger.WEBHOOK)
+                if created or run.status == RunStatus.QUEUED:
                     return  # that run fetches after the request, so it sees the change
                 # A run already fetching may have read Intercom before the change: refetch
                 # after it.
@@ -179,13 +184,13 @@ class SyncCoordinator:
         def not_served_yet(session: Session) -> bool:
             return not sync_runs.fetches_after(sync_runs.latest_run(session), since)
 
-        def enqueue() -> tuple[RunView | None, bool]:
+        def enqueue(session: Session) -> tuple[RunView | None, bool]:
             run = sync_runs.enqueue_run_if_due(
-                self._db, trigger="webhook", owner=self._owner, is_due=not_served_yet
+                session, trigger=RunTrigger.WEBHOOK, owner=self._owner, is_due=not_served_yet
             )
             return run, run is not None
 
-        await self._enqueue_and_spawn(enqueue, trigger="webhook", force=False)
+        await self._enqueue_and_spawn(enqueue, trigger=RunTrigger.WEBHOOK, force=False)
 
     async def _wait_for(self, run_id: int) -> None:
         while not self._stopping:
@@ -199,7 +204,7 @@ class SyncCoordinator:
 
     async def run_now(
         self,
-        trigger: str,
+        trigger: RunTrigger,
         *,
         force: bool,
         started: Callable[[RunView], None] | None = None,
@@ -208,8 +213,10 @@ class SyncCoordinator:
         """Queue a run and execute it in this process (`intercom-sync sync`): the finished
         run and True, or the run already queued or running and False. `started` is called
         once the run is queued, before it executes."""
-        view, created = sync_runs.enqueue_run(
-            self._db, trigger=trigger, force=force, owner=self._owner
+        view, created = self._queue(
+            lambda session: sync_runs.enqueue_run(
+                session, trigger=trigger, force=force, owner=self._owner
+            )
         )
         if not created:
             return view, False
@@ -218,21 +225,26 @@ class SyncCoordinator:
         return await self.execute(view.id, force=force, trigger=trigger, progress=progress), True
 
     async def execute(
-        self, run_id: int, *, force: bool, trigger: str, progress: ProgressCallback | None = None
+        self,
+        run_id: int,
+        *,
+        force: bool,
+        trigger: RunTrigger,
+        progress: ProgressCallback | None = None,
     ) -> RunView:
         """Run a queued baseline to completion and record its outcome."""
         token = run_id_var.set(str(run_id))
         started = time.monotonic()
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(run_id))
-        lock: sync_runs.RunLock | None = None
-        acquiring = asyncio.ensure_future(run_in_threadpool(sync_runs.acquire_run_lock, self._db))
+        lock: run_locks.RunLock | None = None
+        acquiring = asyncio.ensure_future(run_in_threadpool(run_locks.acquire_run_lock, self._db))
         try:
             try:
                 lock = await asyncio.shield(acquiring)
             except Exception as exc:
                 view = await self._finish(
                     run_id,
-                    "failed",
+                    RunStatus.FAILED,
                     error=("internal_error", f"could not take the run lock: {type(exc).__name__}"),
                     exc_info=exc,
                 )
@@ -261,7 +273,7 @@ class SyncCoordinator:
             run_id_var.reset(token)
         SYNC_RUNS.labels(trigger, view.status).inc()
         SYNC_DURATION.labels(view.status).observe(time.monotonic() - started)
-        if view.status == "succeeded" and self._after_baseline is not None:
+        if view.status == RunStatus.SUCCEEDED and self._after_baseline is not None:
             # After the run lock is let go (a long backfill must not hold up the next sync);
             # the activity-log reader records its own failures and never raises.
             await self._after_baseline()
@@ -270,7 +282,7 @@ class SyncCoordinator:
     async def _execute_locked(
         self,
         run_id: int,
-        lock: sync_runs.RunLock | None,
+        lock: run_locks.RunLock | None,
         *,
         force: bool,
         progress: ProgressCallback | None,
@@ -278,7 +290,7 @@ class SyncCoordinator:
         if lock is None:
             return await self._finish(
                 run_id,
-                "failed",
+                RunStatus.FAILED,
                 error=(
                     "sync_lock_busy",
                     "another process is still running an earlier sync; try again later",
@@ -292,13 +304,13 @@ class SyncCoordinator:
         say = progress or (lambda _message: None)
         version_before = await run_in_threadpool(self._current_version)
         await run_in_threadpool(
-            sync_runs.start_run, self._db, run_id, version_before=version_before
+            self._writing, sync_runs.start_run, run_id, version_before=version_before
         )
         logger.info("sync run %s started", run_id)
         if self._client_factory is None:
             return await self._finish(
                 run_id,
-                "failed",
+                RunStatus.FAILED,
                 error=(
                     "intercom_not_configured",
                     "INTERCOM_ACCESS_TOKEN is not set, so nothing can be fetched from Intercom",
@@ -320,7 +332,7 @@ class SyncCoordinator:
             ):
                 return await self._finish(
                     run_id,
-                    "failed",
+                    RunStatus.FAILED,
                     error=(
                         "workspace_mismatch",
                         f"the token belongs to workspace {fetched.workspace.id_code}, not "
@@ -338,18 +350,18 @@ class SyncCoordinator:
                 raise
         except (IntercomError, WorkspaceChanged) as exc:
             # Each message says what failed and what to check (an auth failure is not retried).
-            return await self._finish(run_id, "failed", error=(exc.code, exc.message))
+            return await self._finish(run_id, RunStatus.FAILED, error=(exc.code, exc.message))
         except MassRemovalBlocked as exc:
             return await self._finish(
                 run_id,
-                "blocked",
+                RunStatus.BLOCKED,
                 error=(exc.code, exc.message),
                 details={"would_remove": exc.teammates},
             )
         except Exception as exc:
             return await self._finish(
                 run_id,
-                "failed",
+                RunStatus.FAILED,
                 error=("internal_error", describe_error(exc)),
                 exc_info=exc,
             )
@@ -371,7 +383,7 @@ class SyncCoordinator:
             view = sync_runs.finish_run(
                 session,
                 run_id,
-                status="succeeded",
+                status=RunStatus.SUCCEEDED,
                 stats=result.stats.as_dict(),
                 version_after=result.version_after,
                 warnings=result.warnings,
@@ -384,7 +396,7 @@ class SyncCoordinator:
             result.version_after,
             len(result.warnings),
             extra={
-                "sync_status": "succeeded",
+                "sync_status": RunStatus.SUCCEEDED,
                 "version_before": result.version_before,
                 "version_after": result.version_after,
                 **result.stats.as_dict(),
@@ -396,7 +408,7 @@ class SyncCoordinator:
     async def _finish(
         self,
         run_id: int,
-        status: str,
+        status: RunStatus,
         *,
         error: tuple[str, str],
         details: dict[str, Any] | None = None,
@@ -426,6 +438,25 @@ class SyncCoordinator:
         )
         return await run_in_threadpool(finish)
 
+    def _writing(
+        self, write: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`write` in a write transaction of its own."""
+        with self._db.writing() as session:
+            return write(session, *args, **kwargs)
+
+    def _queue(self, enqueue: Callable[[Session], T]) -> T:
+        """`enqueue` in a write transaction of its own. When another process queued a run
+        between its read of the active slot and its insert (the slot's unique constraint
+        refuses ours), again in a new transaction, which answers with that run."""
+        for _ in range(5):
+            try:
+                with self._db.writing() as session:
+                    return enqueue(session)
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not queue a sync run: the active-run slot kept changing")
+
     def _current_version(self) -> int:
         with self._db.reading() as session:
             return current_version(session)
@@ -434,7 +465,7 @@ class SyncCoordinator:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                await run_in_threadpool(sync_runs.heartbeat, self._db, run_id)
+                await run_in_threadpool(self._writing, sync_runs.heartbeat, run_id)
             except Exception:
                 logger.warning("could not heartbeat sync run %s", run_id, exc_info=True)
 
@@ -467,20 +498,24 @@ class SyncCoordinator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _is_due(self, session: Session, trigger: str, period: float) -> bool:
+    def _is_due(self, session: Session, trigger: RunTrigger, period: float) -> bool:
         interval = self._settings.reconcile_interval_seconds
         state = read_store_state(session)
         last = sync_runs.latest_run(session)
         last_queued = sync_runs.latest_started_at(session)
         now = utcnow()
         if state.last_sync_at is None:
-            if trigger == "startup":
+            if trigger == RunTrigger.STARTUP:
                 return True
             # Never synced: retry, but no more often than every minute (or the interval).
             return last_queued is None or now - last_queued > timedelta(
                 seconds=min(60.0, interval or 60.0)
             )
-        if trigger == "startup" and last is not None and last.error_code == sync_runs.INTERRUPTED:
+        if (
+            trigger == RunTrigger.STARTUP
+            and last is not None
+            and last.error_code == sync_runs.INTERRUPTED
+        ):
             return True  # a restart cut the last run short: redo it
         if interval <= 0:
             return False
@@ -495,13 +530,13 @@ class SyncCoordinator:
             return min(60.0, interval)
         return seconds_until_reconcile(state.last_sync_at, last_queued, utcnow(), period, interval)
 
-    async def _request_if_due(self, trigger: str, period: float) -> None:
+    async def _request_if_due(self, trigger: RunTrigger, period: float) -> None:
         """Queue (and execute here) a `trigger` run if one is due; the check and the queuing
         are one serialized transaction, so replicas checking together queue one run."""
 
-        def enqueue() -> tuple[RunView | None, bool]:
+        def enqueue(session: Session) -> tuple[RunView | None, bool]:
             run = sync_runs.enqueue_run_if_due(
-                self._db,
+                session,
                 trigger=trigger,
                 owner=self._owner,
                 is_due=lambda session: self._is_due(session, trigger, period),
@@ -514,7 +549,7 @@ class SyncCoordinator:
         interval = self._settings.reconcile_interval_seconds
         try:
             if self._settings.sync_on_startup:
-                await self._request_if_due("startup", interval)
+                await self._request_if_due(RunTrigger.STARTUP, interval)
             if interval <= 0:
                 return
             while not self._stopping:
@@ -530,7 +565,7 @@ class SyncCoordinator:
                 # in a tight loop; it makes a reconcile at most a second late.
                 await asyncio.sleep(min(max(delay, min(1.0, interval / 20)), interval))
                 try:
-                    await self._request_if_due("schedule", period)
+                    await self._request_if_due(RunTrigger.SCHEDULE, period)
                 except Exception:
                     logger.warning("reconcile schedule check failed", exc_info=True)
         except asyncio.CancelledError:

@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 from app.snapshot.cache import SnapshotMemo, build_snapshot, serialize_snapshot
-from app.store.reads import SnapshotRows, StoreHeader
+from app.store.reads import SnapshotRows
+from app.store.versioning import StoreHeader
 from bench.__main__ import main
 from harness.databases import database_server
 

@@ -24,7 +24,8 @@ from app.snapshot.cache import (
     build_snapshot,
     gzip_body,
 )
-from app.store.reads import SnapshotRows, SnapshotUser, StoreHeader
+from app.store.reads import SnapshotRows, SnapshotUser
+from app.store.versioning import StoreHeader
 
 SIGNED_IN = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
