@@ -12,8 +12,9 @@ import orjson
 from sqlalchemy import update
 
 from app.simulator import SimulatorServer
-from app.snapshot import cache as snapshot_cache
-from app.snapshot.cache import SnapshotCache, build_snapshot
+from app.snapshot.cache import SnapshotCache
+from app.snapshot.reference import build_snapshot
+from app.snapshot.splice import serialize_snapshot
 from app.store.engine import Database, create_database
 from app.store.models import User, utcnow
 from app.store.reads import read_snapshot
@@ -158,10 +159,8 @@ def _rebuild(ctx: Context, database_url: str) -> None:
     try:
         with db.reading() as session:
             rows = read_snapshot(session, include_removed=False)
-        # The fast serializer must write exactly the bytes of the plain one. (getattr: the
-        # bench can also measure revisions from before it existed.)
-        fast = getattr(snapshot_cache, "serialize_snapshot", None)
-        if fast is not None and fast(rows, roles_enabled=False) != orjson.dumps(
+        # The fast serializer must write exactly the bytes of the plain one.
+        if serialize_snapshot(rows, roles_enabled=False) != orjson.dumps(
             build_snapshot(rows, roles_enabled=False)
         ):
             ctx.report.fail("snapshot: serialize_snapshot differs from orjson(build_snapshot)")

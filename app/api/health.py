@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from app.api import rendering
 from app.api.deps import ServicesDep
+from app.api.rendering import json_response
 from app.api.schemas import Health, Readiness
 from app.health.readiness import check_readiness
 from app.observability.metrics import REGISTRY
@@ -18,7 +19,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", summary="Liveness", responses={200: {"model": Health}})
 async def healthz() -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
+    return json_response(rendering.HEALTHY)
 
 
 @router.get(
@@ -29,11 +30,7 @@ async def healthz() -> Response:
 async def readyz(services: ServicesDep) -> Response:
     """200 once the store is reachable and a baseline has succeeded; 503 before."""
     readiness = await run_in_threadpool(check_readiness, services.db, services.settings)
-    return Response(
-        orjson.dumps(readiness.as_json()),
-        media_type="application/json",
-        status_code=200 if readiness.ready else 503,
-    )
+    return json_response(rendering.readiness(readiness), 200 if readiness.ready else 503)
 
 
 @router.get(

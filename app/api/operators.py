@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from app.api import rendering
 from app.api.auth import require_token
 from app.api.deps import ServicesDep
 from app.api.errors import ApiError
+from app.api.rendering import json_response
 from app.api.schemas import ErrorBody, SyncRun, SyncRunList, WebhookEventList
-from app.core.timefmt import iso
 from app.store import inbox, sync_runs
-from app.store.models import WebhookEvent
 
+# Run ids are positive 32-bit keys; PostgreSQL refuses to compare with anything larger.
 MAX_RUN_ID = 2**31 - 1
 
 
@@ -37,15 +36,6 @@ router = APIRouter(
 )
 
 
-MAX_RUN_ID = 2**31 - 1
-
-
-def _json(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers
-    )
-
-
 @router.post(
     "/resync",
     status_code=202,
@@ -60,7 +50,7 @@ async def resync(
     run, _created = await services.coordinator.request_run(
         sync_runs.RunTrigger.OPERATOR, force=force
     )
-    return _json(run.as_json(), 202, {"Location": f"/sync-runs/{run.id}"})
+    return json_response(rendering.sync_run(run), 202, {"Location": f"/sync-runs/{run.id}"})
 
 
 @router.get("/sync-runs", summary="Recent sync runs", responses={200: {"model": SyncRunList}})
@@ -71,8 +61,7 @@ async def list_sync_runs(
         with services.db.reading() as session:
             return sync_runs.list_runs(session, limit=limit)
 
-    runs = await run_in_threadpool(read)
-    return _json({"items": [run.as_json() for run in runs]})
+    return json_response(rendering.sync_runs(await run_in_threadpool(read)))
 
 
 @router.get(
@@ -89,36 +78,10 @@ async def get_sync_run(run_id: int, services: ServicesDep) -> Response:
         with services.db.reading() as session:
             return sync_runs.get_run(session, run_id)
 
-    # Run ids are positive 32-bit keys; PostgreSQL refuses to compare with anything larger.
-    run = await run_in_threadpool(read) if 0 < run_id <= MAX_RUN_ID else None
+    run = await run_in_threadpool(read)
     if run is None:
         raise ApiError(404, "not_found", f"there is no sync run {run_id}")
-    return _json(run.as_json())
-
-
-def _event_json(event: WebhookEvent) -> dict[str, object]:
-    created = event.notification_created_at
-    return {
-        "id": event.notification_id,
-        "inbox_id": event.id,
-        "topic": event.topic,
-        "app_id": event.app_id,
-        "teammate_id": event.item_id,
-        "created_at": iso(_from_unix(created)) if created is not None else None,
-        "received_at": iso(event.received_at),
-        "applied_at": iso(event.applied_at),
-        "outcome": event.status,
-        "deliveries": event.deliveries,
-        "attempts": event.attempts,
-        "error": event.error,
-    }
-
-
-def _from_unix(value: int) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(value, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
+    return json_response(rendering.sync_run(run))
 
 
 @router.get(
@@ -137,8 +100,8 @@ async def list_webhook_events(
     if status is not None and status not in inbox.OUTCOMES:
         raise ApiError(400, "invalid_request", f"status must be one of {', '.join(inbox.OUTCOMES)}")
 
-    def read() -> list[dict[str, object]]:
+    def read() -> WebhookEventList:
         with services.db.reading() as session:
-            return [_event_json(e) for e in inbox.list_events(session, status=status, limit=limit)]
+            return rendering.webhook_events(inbox.list_events(session, status=status, limit=limit))
 
-    return _json({"items": await run_in_threadpool(read)})
+    return json_response(await run_in_threadpool(read))

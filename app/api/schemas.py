@@ -1,5 +1,7 @@
-"""Response shapes, for the OpenAPI document. Hot routes serialize with orjson themselves;
-these models describe exactly what they send (a test compares the two)."""
+"""Response shapes, for the OpenAPI document. The cold routes (health, sync runs, webhook
+events) build their answers from these very models (`app/api/rendering.py`); the hot routes
+serialize with orjson themselves, and these models describe exactly what they send (a test
+compares the two)."""
 
 from __future__ import annotations
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-from app.core.timefmt import iso
 from app.settings import Settings
 from app.store import inbox, sync_runs
 from app.store.activity import read_cursor
@@ -19,6 +17,8 @@ INBOX_LAG_LIMIT = timedelta(seconds=60)
 
 @dataclass
 class Readiness:
+    """What the check found; `app/api/rendering.py` writes it as `/readyz` answers."""
+
     ready: bool
     version: int | None = None
     last_sync_at: datetime | None = None
@@ -27,21 +27,6 @@ class Readiness:
     oldest_pending_at: datetime | None = None
     problems: list[str] = field(default_factory=list)
     activity_log_read_to: datetime | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        if not self.ready:
-            status = "unavailable"
-        else:
-            status = "degraded" if self.problems else "ok"
-        return {
-            "status": status,
-            "version": self.version,
-            "last_sync_at": iso(self.last_sync_at),
-            "last_webhook_at": iso(self.last_webhook_at),
-            "inbox_backlog": self.inbox_backlog,
-            "problems": self.problems,
-            "activity_log_read_to": iso(self.activity_log_read_to),
-        }
 
 
 def check_readiness(db: Database, settings: Settings) -> Readiness:

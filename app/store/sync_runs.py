@@ -70,23 +70,6 @@ class RunView:
     # Items the run could not store and left as they were (spec §9).
     warnings: tuple[dict[str, str], ...] = ()
 
-    def as_json(self) -> dict[str, Any]:
-        error: dict[str, Any] | None = None
-        if self.error_code:
-            error = {"code": self.error_code, "message": self.error_message or ""}
-            if self.error_details:
-                error["details"] = self.error_details
-        return {
-            "id": self.id,
-            "trigger": self.trigger,
-            "status": self.status,
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            "stats": self.stats,
-            "error": error,
-            "warnings": [dict(warning) for warning in self.warnings],
-        }
-
 
 EMPTY_STATS = {
     "users_added": 0,
@@ -98,10 +81,6 @@ EMPTY_STATS = {
     "memberships_added": 0,
     "memberships_removed": 0,
 }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
 
 
 def _view(run: SyncRun) -> RunView:

@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 import orjson
 import pytest
 
-from app.snapshot.cache import SnapshotMemo, build_snapshot, serialize_snapshot
+from app.snapshot.reference import build_snapshot
+from app.snapshot.splice import SnapshotMemo, serialize_snapshot
 from app.store.reads import SnapshotRows
 from app.store.versioning import StoreHeader
 from bench.__main__ import main

@@ -17,13 +17,10 @@ from starlette.responses import Response
 from app.api.c1 import snapshot_response
 from app.api.middleware import _log_access, _new_request_id
 from app.observability.logs import JsonFormatter
-from app.snapshot.cache import (
-    SnapshotBody,
-    SnapshotMemo,
-    _serialize,
-    build_snapshot,
-    gzip_body,
-)
+from app.snapshot.cache import SnapshotBody
+from app.snapshot.piecewise_gzip import gzip_body
+from app.snapshot.reference import build_snapshot
+from app.snapshot.splice import SnapshotMemo, serialize_in_pieces
 from app.store.reads import SnapshotRows, SnapshotUser
 from app.store.versioning import StoreHeader
 
@@ -74,7 +71,7 @@ def test_the_pieced_gzip_body_is_the_body_and_reuses_unchanged_pieces() -> None:
     users = [_user(i) for i in range(3000)]  # many users pieces, and several grants pieces
     memo = SnapshotMemo()
     first_rows = _rows(users, 1)
-    raw, pieces = _serialize(first_rows, roles_enabled=False, memo=memo)
+    raw, pieces = serialize_in_pieces(first_rows, roles_enabled=False, memo=memo)
     assert raw == orjson.dumps(build_snapshot(first_rows, roles_enabled=False))
     zipped = gzip_body(raw, pieces, memo)
     assert gzip.decompress(zipped) == raw
@@ -85,13 +82,13 @@ def test_the_pieced_gzip_body_is_the_body_and_reuses_unchanged_pieces() -> None:
     # head, which is never reused).
     users[1234] = _user(1234, last_login_at=SIGNED_IN)
     rows = _rows(users, 2)
-    raw, pieces = _serialize(rows, roles_enabled=False, memo=memo)
+    raw, pieces = serialize_in_pieces(rows, roles_enabled=False, memo=memo)
     zipped = gzip_body(raw, pieces, memo)
     assert gzip.decompress(zipped) == raw
     assert raw == orjson.dumps(build_snapshot(rows, roles_enabled=False))
     # The same bytes as compressing every piece afresh: what a poller receives does not depend
     # on what this process built before.
-    fresh_raw, fresh_pieces = _serialize(rows, roles_enabled=False, memo=None)
+    fresh_raw, fresh_pieces = serialize_in_pieces(rows, roles_enabled=False, memo=None)
     assert fresh_raw == raw
     assert gzip_body(fresh_raw, fresh_pieces) == zipped
     reused = [key for key, deflated in memo.deflated.items() if before.get(key) is deflated]
@@ -100,7 +97,7 @@ def test_the_pieced_gzip_body_is_the_body_and_reuses_unchanged_pieces() -> None:
 
 def test_an_empty_workspace_gzips_too() -> None:
     rows = _rows([], 1)
-    raw, pieces = _serialize(rows, roles_enabled=True, memo=SnapshotMemo())
+    raw, pieces = serialize_in_pieces(rows, roles_enabled=True, memo=SnapshotMemo())
     assert raw == orjson.dumps(build_snapshot(rows, roles_enabled=True))
     assert gzip.decompress(gzip_body(raw, pieces)) == raw
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from app.intercom.models import IntercomAdmin, IntercomTeam, IntercomWorkspace
 from app.intercom.notifications import Notification, parse_notification
 from app.simulator import SimulatorServer, build_notification, encode_notification
-from app.snapshot.cache import build_snapshot
+from app.snapshot.reference import build_snapshot
 from app.store import inbox
 from app.store.engine import Database, create_database
 from app.store.migrate import upgrade_to_head
