@@ -4,10 +4,15 @@
 /admins/activity_logs/search`` and ``GET /admins/activity_log_event_types`` (2.16+; 404 before,
 as for any route a version lacks). Control plane: ``GET``/``POST``/``DELETE /_sim/activity``
 lists, records (one entry or ``{"entries": [...]}``) or forgets entries.
+
+Entries are served oldest first, and a page is addressed by number (``page``, or the opaque
+``starting_after`` token of ``pages.next``).
 """
 
 from __future__ import annotations
 
+import base64
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,21 +21,54 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.simulator.activity import (
-    ACTIVITY_TYPES,
-    LIST_PER_PAGE,
-    SEARCH_MAX_PER_PAGE,
-    SimActivity,
-    activity_log_list,
-    describe,
-    page_from_token,
-)
+from app.simulator.activity import ACTIVITY_TYPES, SimActivity, describe
 
 if TYPE_CHECKING:
     from app.simulator.server import _Simulator
     from app.simulator.state import SimWorkspace
 
 _Answer = tuple[int, dict[str, Any]]
+
+LIST_PER_PAGE = 20
+SEARCH_MAX_PER_PAGE = 250
+
+
+def page_token(page: int) -> str:
+    """The opaque ``starting_after`` of ``pages.next``."""
+    return base64.urlsafe_b64encode(f"page:{page}".encode()).decode().rstrip("=")
+
+
+def page_from_token(token: str) -> int:
+    """The page a ``starting_after`` token points at; ValueError for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("starting_after is not a token this API issued") from None
+    kind, _, number = raw.partition(":")
+    if kind != "page" or not number.isdigit() or int(number) < 1:
+        raise ValueError("starting_after is not a token this API issued")
+    return int(number)
+
+
+def activity_log_list(
+    entries: list[SimActivity], *, page: int, per_page: int, total: int
+) -> dict[str, Any]:
+    """The ``activity_log.list`` body for one page."""
+    total_pages = max(1, math.ceil(total / per_page)) if total else 0
+    more = page < total_pages
+    return {
+        "type": "activity_log.list",
+        "pages": {
+            "type": "pages",
+            "next": {"per_page": per_page, "starting_after": page_token(page + 1)}
+            if more
+            else None,
+            "page": page,
+            "per_page": per_page,
+            "total_pages": total_pages,
+        },
+        "activity_logs": [e.to_json() for e in entries],
+    }
 
 
 class _BadParameter(ValueError):

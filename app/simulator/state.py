@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.simulator.activity import SimActivityLog
+from app.simulator.activity_log import SimActivityLog
 
 Role = tuple[str, str]
 """(role id, role name), e.g. ``("2", "Support Agent")``."""
