@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 
+from app.simulator.records import SimAdmin
 from app.simulator.runner import SimulatorServer
-from app.simulator.state import SimAdmin
 from app.simulator.webhooks import admin_webhook_item, build_notification, encode_notification
 from app.simulator.webhooks import send_webhook as sign_and_send
 from app.simulator.workspace import generate_workspace

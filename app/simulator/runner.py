@@ -11,8 +11,9 @@ from typing import Any, Self
 import uvicorn
 from starlette.types import ASGIApp
 
+from app.simulator.faults import Fault
 from app.simulator.server import create_simulator_app
-from app.simulator.state import Fault, RecordedRequest, SimWorkspace
+from app.simulator.state import RecordedRequest, SimWorkspace
 from app.simulator.workspace import generate_workspace
 
 _START_TIMEOUT_SECONDS = 10.0

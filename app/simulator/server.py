@@ -24,8 +24,10 @@ from starlette.routing import Route
 from app.core.gc_pause import gc_paused
 from app.intercom.signature import sign_body
 from app.simulator.activity_routes import activity_log_control_routes, activity_log_routes
+from app.simulator.faults import Fault, with_non_object_items, wrong_shape
 from app.simulator.provisioning import ProvisioningControl, ProvisioningEndpoints, with_body
-from app.simulator.state import Fault, RecordedRequest, SimAdmin, SimTeam, SimWorkspace
+from app.simulator.records import SimAdmin, SimTeam
+from app.simulator.state import RecordedRequest, SimWorkspace
 from app.simulator.webhooks import (
     DEFAULT_AVATAR_URL,
     DELIVERY_TIMEOUT_SECONDS,
@@ -176,28 +178,6 @@ def render_team_list(workspace: SimWorkspace) -> dict[str, Any]:
     with workspace.lock, gc_paused():
         teams = [team_rest_item(t) for t in workspace.teams.values()]
     return {"type": "team.list", "teams": teams}
-
-
-def wrong_shape(path: str, payload: Any) -> Any:
-    """Valid JSON that is not the shape `path` answers with."""
-    if path == "/me" and isinstance(payload, dict):
-        return {key: value for key, value in payload.items() if key != "app"}
-    if path == "/admins":
-        return {"type": "admin.list"}
-    if path == "/teams":
-        return {"type": "team.list", "teams": {"type": "team", "id": "1"}}
-    return [payload]
-
-
-def with_non_object_items(payload: Any) -> Any:
-    """A list answer with entries that are not objects added to its real ones."""
-    if not isinstance(payload, dict):
-        return payload
-    answer = dict(payload)
-    for key in ("admins", "teams"):
-        if isinstance(answer.get(key), list):
-            answer[key] = [*answer[key], "oops", 42, None]
-    return answer
 
 
 def _query_flag(request: Request, name: str) -> bool:
