@@ -32,7 +32,7 @@ from app.intercom.retries import RetryPolicy
 from app.observability.metrics import INTERCOM_REQUESTS
 from app.settings import load_settings
 from app.simulator import SimulatorServer, generate_workspace
-from app.simulator.activity import SyntheticLog
+from app.simulator.synthetic_activity import SyntheticLog
 from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head
 from app.sync.baseline import apply_baseline, fetch_workspace

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from app import __version__
 from app.simulator import SimulatorServer
-from app.simulator.state import SimAdmin
+from app.simulator.records import SimAdmin
 from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head
 from app.store.models import Base

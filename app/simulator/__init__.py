@@ -7,9 +7,11 @@ Typical use::
         httpx.get(sim.url + "/teams", headers=sim.auth_headers)
 """
 
+from app.simulator.faults import Fault
+from app.simulator.records import Role, SimAdmin, SimTeam
 from app.simulator.runner import SimulatorServer, UvicornThread
 from app.simulator.server import create_simulator_app
-from app.simulator.state import Fault, RecordedRequest, Role, SimAdmin, SimTeam, SimWorkspace
+from app.simulator.state import RecordedRequest, SimWorkspace
 from app.simulator.webhooks import (
     activity_log_item,
     admin_webhook_item,

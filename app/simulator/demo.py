@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 
+from app.simulator.records import SimAdmin
 from app.simulator.runner import SimulatorServer
-from app.simulator.state import SimAdmin
 from app.simulator.webhooks import admin_webhook_item, build_notification, encode_notification
 from app.simulator.webhooks import send_webhook as sign_and_send
 from app.simulator.workspace import generate_workspace
@@ -80,6 +80,17 @@ def _deliver(base: str, sim: SimulatorServer, topic: str, admin: SimAdmin) -> st
     return f"{response.status_code} {response.text}"
 
 
+def _deliver_and_wait(
+    base: str, sim: SimulatorServer, topic: str, admin: SimAdmin, version: int
+) -> int:
+    """Send one change as its webhook and wait for the snapshot version to move past
+    ``version``; returns the new version."""
+    print(f"-- webhook {topic} ({admin.name}): {_deliver(base, sim, topic, admin)}")
+    version = _wait_version_above(base, version)
+    print(f"   snapshot version is now {version}")
+    return version
+
+
 def _walkthrough(base: str, sim: SimulatorServer) -> None:
     _wait_ready(base)  # ready = the start-up baseline succeeded
     print(
@@ -95,30 +106,15 @@ def _walkthrough(base: str, sim: SimulatorServer) -> None:
         team_ids=[next(iter(workspace.teams))],
     )
     workspace.upsert_admin(newcomer)
-    print(
-        f"-- webhook admin.added_to_workspace ({newcomer.name}): "
-        f"{_deliver(base, sim, 'admin.added_to_workspace', newcomer)}"
-    )
-    version = _wait_version_above(base, version)
-    print(f"   snapshot version is now {version}")
+    version = _deliver_and_wait(base, sim, "admin.added_to_workspace", newcomer, version)
     leaver = next(a for a in workspace.admins.values() if a.id != newcomer.id)
     workspace.remove_admin(leaver.id)
     leaver.team_ids = []
-    print(
-        f"-- webhook admin.removed_from_workspace ({leaver.name}): "
-        f"{_deliver(base, sim, 'admin.removed_from_workspace', leaver)}"
-    )
-    version = _wait_version_above(base, version)
-    print(f"   snapshot version is now {version}")
+    version = _deliver_and_wait(base, sim, "admin.removed_from_workspace", leaver, version)
     away = next(a for a in workspace.admins.values() if a.id != newcomer.id)
     away.away_mode_enabled = True
     workspace.upsert_admin(away)
-    print(
-        f"-- webhook admin.away_mode_updated ({away.name}): "
-        f"{_deliver(base, sim, 'admin.away_mode_updated', away)}"
-    )
-    version = _wait_version_above(base, version)
-    print(f"   snapshot version is now {version}")
+    _deliver_and_wait(base, sim, "admin.away_mode_updated", away, version)
     _remove_through_the_api(base, sim, skip={newcomer.id, leaver.id, away.id})
     read = f"-H 'Authorization: Bearer {READ_TOKEN}'"
     operator = f"-H 'Authorization: Bearer {OPERATOR_TOKEN}'"

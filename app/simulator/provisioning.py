@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,17 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.simulator.admin_routes import team_rest_item
+from app.simulator.responses import (
+    Answer,
+    control_error,
+    control_json,
+    error_list,
+    not_found,
+    read_object,
+    requested_version,
+    version_at_least,
+)
 from app.simulator.state import SimWorkspace
 from app.simulator.webhooks import (
     admin_webhook_item,
@@ -51,9 +61,6 @@ CONFLICT_KINDS = {
     "partial": "The request was partly applied. Read the team and try again.",
 }
 MAX_ADMIN_IDS = 1000
-
-_Answer = tuple[int, dict[str, Any]]
-ErrorList = Callable[[str, str | None, str], dict[str, Any]]
 
 
 @dataclass
@@ -117,19 +124,6 @@ class ProvisioningControl:
             return self.conflicts.pop(0) if self.conflicts else None
 
 
-def _version_at_least(version: str | None, wanted: tuple[int, int]) -> bool:
-    if version is None:
-        return False
-    text = version.strip()
-    if text.lower() in ("preview", "unstable"):
-        return True
-    major, _, minor = text.partition(".")
-    try:
-        return (int(major), int(minor or "0")) >= wanted
-    except ValueError:
-        return False
-
-
 def _is_preview(version: str | None) -> bool:
     return version is not None and version.strip().lower() == "preview"
 
@@ -138,29 +132,18 @@ class ProvisioningEndpoints:
     """The write handlers, bound to one workspace and its switches."""
 
     def __init__(
-        self,
-        workspace: SimWorkspace,
-        control: ProvisioningControl,
-        *,
-        client_secret: str,
-        error_list: ErrorList,
-        team_item: Callable[[Any], dict[str, Any]],
+        self, workspace: SimWorkspace, control: ProvisioningControl, *, client_secret: str
     ) -> None:
         self.ws = workspace
         self.control = control
         self.client_secret = client_secret
-        self.error_list = error_list
-        self.team_item = team_item
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _version(self, request: Request) -> str:
-        return request.headers.get("intercom-version", self.ws.api_version)
-
-    def remove_admin(self, request: Request, request_id: str) -> _Answer:
-        if not _version_at_least(self._version(request), (2, 17)):
-            return 404, self.error_list("not_found", "Resource Not Found", request_id)
+    def remove_admin(self, request: Request, request_id: str) -> Answer:
+        if not version_at_least(requested_version(request, self.ws), (2, 17)):
+            return not_found(request_id)
         if not self.control.remove_admins_scope:
-            return 403, self.error_list(
+            return 403, error_list(
                 "forbidden", "The access token does not have the remove_admins scope", request_id
             )
         query = request.query_params
@@ -168,13 +151,13 @@ class ProvisioningEndpoints:
         targets = [query.get(name) for name in REASSIGN_PARAMS]
         # Intercom answers 404 (not 200, not 400) when any reassign_* is left out.
         if admin_id is None or any(t is None for t in targets):
-            return 404, self.error_list("not_found", "Resource Not Found", request_id)
+            return not_found(request_id)
         for target in targets:
             if target != "0" and self.ws.get_admin(str(target)) is None:
-                return 404, self.error_list("admin_not_found", "Admin not found", request_id)
+                return 404, error_list("admin_not_found", "Admin not found", request_id)
         admin = self.ws.get_admin(admin_id)
         if admin is None:
-            return 404, self.error_list("admin_not_found", "Admin not found", request_id)
+            return 404, error_list("admin_not_found", "Admin not found", request_id)
         created_at = int(time.time())
         self.ws.remove_admin(admin_id)
         admin.team_ids = []  # the notification carries the memberships already cleared
@@ -209,36 +192,37 @@ class ProvisioningEndpoints:
         with self.control.lock:
             self.control.deliveries.append(record)
 
-    def put_team(self, request: Request, request_id: str) -> _Answer:
-        if not _is_preview(self._version(request)):
-            return 404, self.error_list("not_found", "Resource Not Found", request_id)
+    def put_team(self, request: Request, request_id: str) -> Answer:
+        if not _is_preview(requested_version(request, self.ws)):
+            return not_found(request_id)
         if self.control.team_writes == "api_plan_restricted":
-            return 403, self.error_list(
+            return 403, error_list(
                 "api_plan_restricted", "This feature is not available on your plan", request_id
             )
         if self.control.team_writes == "forbidden":
-            return 403, self.error_list(
+            return 403, error_list(
                 "forbidden", "The teammate lacks the permission to manage teams", request_id
             )
         team_id = request.path_params["team_id"]
         if self.ws.get_team(team_id) is None:
-            return 404, self.error_list("team_not_found", "Team not found", request_id)
-        ids = _admin_ids(getattr(request.state, "json_body", b""))
+            return 404, error_list("team_not_found", "Team not found", request_id)
+        ids = _admin_ids(request.state.body)
         if isinstance(ids, str):
-            return 400, self.error_list("parameter_invalid", ids, request_id)
+            return 400, error_list("parameter_invalid", ids, request_id)
         unknown = [a for a in ids if self.ws.get_admin(a) is None]
         if unknown:
-            return 400, self.error_list(
+            return 400, error_list(
                 "parameter_invalid", f"Unknown admin id {unknown[0]}", request_id
             )
         conflict = self.control.take_conflict()
         if conflict == "declined":
-            return 409, self.error_list("conflict", CONFLICT_KINDS[conflict], request_id)
+            return 409, error_list("conflict", CONFLICT_KINDS[conflict], request_id)
         self._set_members(team_id, ids)
         if conflict == "partial":
-            return 409, self.error_list("conflict", CONFLICT_KINDS[conflict], request_id)
+            return 409, error_list("conflict", CONFLICT_KINDS[conflict], request_id)
         team = self.ws.get_team(team_id)
-        return 200, self.team_item(team)
+        assert team is not None
+        return 200, team_rest_item(team)
 
     def _set_members(self, team_id: str, ids: list[str]) -> None:
         team = self.ws.get_team(team_id)
@@ -251,13 +235,10 @@ class ProvisioningEndpoints:
     async def control_plane(self, request: Request) -> Response:
         if request.method == "PUT":
             try:
-                data = orjson.loads(await request.body())
-                if not isinstance(data, dict):
-                    raise ValueError("body must be a JSON object")
-                self.control.update(data)
-            except (orjson.JSONDecodeError, ValueError) as exc:
-                return _control({"error": str(exc)}, 400)
-        return _control(self.control.to_dict())
+                self.control.update(await read_object(request))
+            except ValueError as exc:
+                return control_error(str(exc))
+        return control_json(self.control.to_dict())
 
 
 def _admin_ids(raw: bytes) -> list[str] | str:
@@ -278,19 +259,3 @@ def _admin_ids(raw: bytes) -> list[str] | str:
     if len(ids) > MAX_ADMIN_IDS:
         return f"admin_ids can hold at most {MAX_ADMIN_IDS} ids"
     return list(dict.fromkeys(ids))
-
-
-def _control(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
-
-
-def with_body(
-    serve: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
-    """Read the body before the (synchronous) handler runs: it finds it in ``request.state``."""
-
-    async def endpoint(request: Request) -> Response:
-        request.state.json_body = await request.body()
-        return await serve(request)
-
-    return endpoint

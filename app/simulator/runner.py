@@ -11,8 +11,9 @@ from typing import Any, Self
 import uvicorn
 from starlette.types import ASGIApp
 
+from app.simulator.faults import Fault
 from app.simulator.server import create_simulator_app
-from app.simulator.state import Fault, RecordedRequest, SimWorkspace
+from app.simulator.state import RecordedRequest, SimWorkspace
 from app.simulator.workspace import generate_workspace
 
 _START_TIMEOUT_SECONDS = 10.0
@@ -120,7 +121,7 @@ class UvicornThread:
         self.stop()
 
 
-class SimulatorServer:
+class SimulatorServer(UvicornThread):
     """The Intercom simulator on a loopback port, for tests, the demo and benchmarks."""
 
     def __init__(
@@ -135,34 +136,15 @@ class SimulatorServer:
         self.workspace = workspace if workspace is not None else generate_workspace()
         self.access_token = access_token
         self.client_secret = client_secret
-        self.app = create_simulator_app(
+        app = create_simulator_app(
             self.workspace, access_token=access_token, client_secret=client_secret
         )
-        self._uvicorn = UvicornThread(self.app, host=host, port=port, name="intercom-simulator")
-
-    @property
-    def url(self) -> str:
-        """Base URL to configure as the Intercom API base."""
-        return self._uvicorn.url
-
-    @property
-    def port(self) -> int:
-        """The bound port."""
-        return self._uvicorn.port
+        super().__init__(app, host=host, port=port, name="intercom-simulator")
 
     @property
     def auth_headers(self) -> dict[str, str]:
         """Headers that authenticate against this simulator."""
         return {"Authorization": f"Bearer {self.access_token}", "Accept": "application/json"}
-
-    def start(self) -> Self:
-        """Start serving in a daemon thread; returns once connections are accepted."""
-        self._uvicorn.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; ``start`` again brings it back on the same port."""
-        self._uvicorn.stop()
 
     def add_fault(self, path: str = "*", status: int | None = None, **kwargs: Any) -> Fault:
         """Queue a ``Fault`` (see its fields) on the workspace."""
@@ -179,14 +161,3 @@ class SimulatorServer:
     def clear_requests(self) -> None:
         """Empty the request log."""
         self.workspace.clear_requests()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

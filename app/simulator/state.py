@@ -1,7 +1,8 @@
 """Thread-safe in-memory Intercom workspace that backs the simulator.
 
 The server reads it on uvicorn's thread while tests mutate it from theirs, so every access to
-``admins``/``teams``, the fault queue and the request log goes through one lock.
+``admins``/``teams``, the fault queue and the request log goes through one lock. The records it
+holds are in ``records``, what a fault is in ``faults``.
 """
 
 from __future__ import annotations
@@ -10,216 +11,50 @@ import collections
 import dataclasses
 import math
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from app.simulator.activity import SimActivityLog
+from app.simulator.activity_log import SimActivityLog
+from app.simulator.faults import Fault
+from app.simulator.records import Role, SimAdmin, SimTeam, required_str
 
-Role = tuple[str, str]
-"""(role id, role name), e.g. ``("2", "Support Agent")``."""
-
-# "wrong_shape" is valid JSON that is not what the path answers (`/me` without `app`, `/admins`
-# without `admins`, `/teams` with `teams` not a list, an object path answered with a list);
-# "non_object_items" is a list answer with entries that are not objects among the real ones.
-FAULT_BODIES = frozenset(
-    {"truncated", "not_json", "empty_admins", "wrong_shape", "non_object_items"}
-)
+_Linked = TypeVar("_Linked", SimAdmin, SimTeam)
 
 
-def _as_id(value: object, what: str) -> str:
-    # JSON callers may send Intercom ids as numbers (webhook style); store them as str (REST style).
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"{what} must be a string or integer id, got {value!r}")
-    return str(value)
+def _relink(
+    ident: str,
+    old: Iterable[str],
+    new: list[str],
+    others: Mapping[str, _Linked],
+    links: Callable[[_Linked], list[str]],
+) -> None:
+    """The other side of one membership change: ``ident`` leaves the ``links`` of the ``old``
+    ones among ``others`` that are not ``new``, and joins those of every ``new`` one."""
+    for other_id in set(old) - set(new):
+        other = others.get(other_id)
+        if other is not None and ident in links(other):
+            links(other).remove(ident)
+    for other_id in new:
+        back = links(others[other_id])
+        if ident not in back:
+            back.append(ident)
 
 
-def _ids(value: object, what: str) -> list[str]:
-    if not isinstance(value, list):
-        raise ValueError(f"{what} must be a list of ids")
-    out: list[str] = []
-    for item in value:
-        ident = _as_id(item, what)
-        if ident not in out:
-            out.append(ident)
-    return out
+def _unlink_everywhere(
+    ident: str, others: Iterable[_Linked], links: Callable[[_Linked], list[str]]
+) -> None:
+    for other in others:
+        if ident in links(other):
+            links(other).remove(ident)
 
 
-def _opt_str(value: object, what: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise ValueError(f"{what} must be a string or null")
+def _members(team: SimTeam) -> list[str]:
+    return team.admin_ids
 
 
-def _req_str(value: object, what: str) -> str:
-    if isinstance(value, str):
-        return value
-    raise ValueError(f"{what} must be a string")
-
-
-def _bool(value: object, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise ValueError(f"{what} must be a boolean")
-
-
-def _role(value: object) -> Role | None:
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        return (_as_id(value.get("id"), "role.id"), _req_str(value.get("name"), "role.name"))
-    if isinstance(value, list | tuple) and len(value) == 2:
-        return (_as_id(value[0], "role[0]"), _req_str(value[1], "role[1]"))
-    raise ValueError("role must be null, [id, name] or {'id': ..., 'name': ...}")
-
-
-@dataclass(slots=True)
-class SimAdmin:
-    """One teammate as the simulator stores it (ids are strings, as in REST)."""
-
-    id: str
-    name: str
-    email: str
-    job_title: str | None = None
-    away_mode_enabled: bool = False
-    away_mode_reassign: bool = False
-    has_inbox_seat: bool = True
-    team_ids: list[str] = field(default_factory=list)
-    role: Role | None = None
-    avatar_url: str | None = None
-
-    def copy(self) -> SimAdmin:
-        """A copy that shares no mutable list with this one."""
-        return dataclasses.replace(self, team_ids=list(self.team_ids))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The control-plane JSON form (role as ``[id, name]``)."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "email": self.email,
-            "job_title": self.job_title,
-            "away_mode_enabled": self.away_mode_enabled,
-            "away_mode_reassign": self.away_mode_reassign,
-            "has_inbox_seat": self.has_inbox_seat,
-            "team_ids": list(self.team_ids),
-            "role": list(self.role) if self.role is not None else None,
-            "avatar_url": self.avatar_url,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, base: SimAdmin | None = None) -> SimAdmin:
-        """Parse control-plane JSON; keys missing from ``data`` keep ``base``'s values."""
-        if "id" not in data:
-            raise ValueError("admin needs an 'id'")
-        ident = _as_id(data["id"], "id")
-        if base is None:
-            if "name" not in data or "email" not in data:
-                raise ValueError("a new admin needs 'name' and 'email'")
-            base = cls(id=ident, name="", email="")
-        return cls(
-            id=ident,
-            name=_req_str(data.get("name", base.name), "name"),
-            email=_req_str(data.get("email", base.email), "email"),
-            job_title=_opt_str(data.get("job_title", base.job_title), "job_title"),
-            away_mode_enabled=_bool(
-                data.get("away_mode_enabled", base.away_mode_enabled), "away_mode_enabled"
-            ),
-            away_mode_reassign=_bool(
-                data.get("away_mode_reassign", base.away_mode_reassign), "away_mode_reassign"
-            ),
-            has_inbox_seat=_bool(data.get("has_inbox_seat", base.has_inbox_seat), "has_inbox_seat"),
-            team_ids=_ids(data["team_ids"], "team_ids") if "team_ids" in data else base.team_ids,
-            role=_role(data["role"]) if "role" in data else base.role,
-            avatar_url=_opt_str(data.get("avatar_url", base.avatar_url), "avatar_url"),
-        )
-
-
-@dataclass(slots=True)
-class SimTeam:
-    """One team; ``admin_ids`` is the membership as seen from the team's side."""
-
-    id: str
-    name: str
-    admin_ids: list[str] = field(default_factory=list)
-
-    def copy(self) -> SimTeam:
-        """A copy that shares no mutable list with this one."""
-        return dataclasses.replace(self, admin_ids=list(self.admin_ids))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The control-plane JSON form."""
-        return {"id": self.id, "name": self.name, "admin_ids": list(self.admin_ids)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, base: SimTeam | None = None) -> SimTeam:
-        """Parse control-plane JSON; keys missing from ``data`` keep ``base``'s values."""
-        if "id" not in data:
-            raise ValueError("team needs an 'id'")
-        ident = _as_id(data["id"], "id")
-        if base is None:
-            if "name" not in data:
-                raise ValueError("a new team needs a 'name'")
-            base = cls(id=ident, name="")
-        return cls(
-            id=ident,
-            name=_req_str(data.get("name", base.name), "name"),
-            admin_ids=_ids(data["admin_ids"], "admin_ids")
-            if "admin_ids" in data
-            else base.admin_ids,
-        )
-
-
-@dataclass
-class Fault:
-    """A scripted misbehaviour for the next ``times`` API requests matching ``path``.
-
-    ``status`` None with ``delay_seconds`` > 0 means: answer normally, only late. ``body`` replaces
-    the answer (one of ``FAULT_BODIES``) and is sent with ``status`` or 200.
-    """
-
-    path: str
-    status: int | None = None
-    times: int = 1
-    delay_seconds: float = 0.0
-    reset_in_seconds: float = 1.0
-    body: str | None = None
-    error_code: str | None = None
-    message: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.path != "*" and not self.path.startswith("/"):
-            raise ValueError("fault path must be '*' or start with '/'")
-        if self.path.startswith("/_sim"):
-            raise ValueError("faults apply to API paths, not the /_sim control plane")
-        if self.status is not None and not 100 <= self.status <= 599:
-            raise ValueError("fault status must be an HTTP status code")
-        if self.times < 1:
-            raise ValueError("fault times must be >= 1")
-        if self.delay_seconds < 0 or self.reset_in_seconds < 0:
-            raise ValueError("fault delays must be >= 0")
-        if self.body is not None and self.body not in FAULT_BODIES:
-            raise ValueError(f"fault body must be one of {sorted(FAULT_BODIES)}")
-
-    def matches(self, path: str) -> bool:
-        """Whether this fault applies to a request for ``path``."""
-        return self.path in ("*", path)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The control-plane JSON form."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Fault:
-        """Parse control-plane JSON, rejecting unknown keys so typos do not silently no-op."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ValueError(str(exc)) from exc
+def _memberships(admin: SimAdmin) -> list[str]:
+    return admin.team_ids
 
 
 @dataclass(frozen=True)
@@ -296,16 +131,8 @@ class SimWorkspace:
             if missing:
                 raise ValueError(f"unknown team ids: {missing}")
             old = self.admins.get(new.id)
-            old_teams = set(old.team_ids) if old is not None else set()
-            new_teams = set(new.team_ids)
-            for tid in old_teams - new_teams:
-                team = self.teams.get(tid)
-                if team is not None and new.id in team.admin_ids:
-                    team.admin_ids.remove(new.id)
-            for tid in new.team_ids:
-                members = self.teams[tid].admin_ids
-                if new.id not in members:
-                    members.append(new.id)
+            old_teams = old.team_ids if old is not None else []
+            _relink(new.id, old_teams, new.team_ids, self.teams, _members)
             self.admins[new.id] = new
             return new.copy()
 
@@ -314,9 +141,7 @@ class SimWorkspace:
         with self.lock:
             if self.admins.pop(admin_id, None) is None:
                 return False
-            for team in self.teams.values():
-                if admin_id in team.admin_ids:
-                    team.admin_ids.remove(admin_id)
+            _unlink_everywhere(admin_id, self.teams.values(), _members)
             return True
 
     def upsert_team(self, team: SimTeam) -> SimTeam:
@@ -328,16 +153,8 @@ class SimWorkspace:
             if missing:
                 raise ValueError(f"unknown admin ids: {missing}")
             old = self.teams.get(new.id)
-            old_members = set(old.admin_ids) if old is not None else set()
-            new_members = set(new.admin_ids)
-            for aid in old_members - new_members:
-                admin = self.admins.get(aid)
-                if admin is not None and new.id in admin.team_ids:
-                    admin.team_ids.remove(new.id)
-            for aid in new.admin_ids:
-                team_ids = self.admins[aid].team_ids
-                if new.id not in team_ids:
-                    team_ids.append(new.id)
+            old_members = old.admin_ids if old is not None else []
+            _relink(new.id, old_members, new.admin_ids, self.admins, _memberships)
             self.teams[new.id] = new
             return new.copy()
 
@@ -346,9 +163,7 @@ class SimWorkspace:
         with self.lock:
             if self.teams.pop(team_id, None) is None:
                 return False
-            for admin in self.admins.values():
-                if team_id in admin.team_ids:
-                    admin.team_ids.remove(team_id)
+            _unlink_everywhere(team_id, self.admins.values(), _memberships)
             return True
 
     def add_member(self, team_id: str, admin_id: str) -> None:
@@ -433,12 +248,12 @@ class SimWorkspace:
         if not isinstance(admins_raw, list) or not isinstance(teams_raw, list):
             raise ValueError("'admins' and 'teams' must be lists")
         candidate = SimWorkspace(
-            id_code=_req_str(data.get("id_code", self.id_code), "id_code"),
-            name=_req_str(data.get("name", self.name), "name"),
-            region=_req_str(data.get("region", self.region), "region"),
+            id_code=required_str(data.get("id_code", self.id_code), "id_code"),
+            name=required_str(data.get("name", self.name), "name"),
+            region=required_str(data.get("region", self.region), "region"),
             admins=[SimAdmin.from_dict(a) for a in admins_raw],
             teams=[SimTeam.from_dict(t) for t in teams_raw],
-            api_version=_req_str(data.get("api_version", self.api_version), "api_version"),
+            api_version=required_str(data.get("api_version", self.api_version), "api_version"),
         )
         if strict:
             problems = candidate.check_consistency()

@@ -11,7 +11,8 @@ import httpx
 import orjson
 
 from app.intercom.signature import SIGNATURE_HEADER, sign_body
-from app.simulator.state import SimAdmin, SimWorkspace
+from app.simulator.records import SimAdmin
+from app.simulator.state import SimWorkspace
 
 USER_AGENT = "intercom-parrot-service-client/1.0"
 DEFAULT_AVATAR_URL = "https://static.intercomassets.com/assets/default-avatars/admins/128.png"

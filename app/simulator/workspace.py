@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 import string
 
-from app.simulator.state import Role, SimAdmin, SimTeam, SimWorkspace
+from app.simulator.records import Role, SimAdmin, SimTeam
+from app.simulator.state import SimWorkspace
 
 FIRST_ADMIN_ID = 991267400
 FIRST_TEAM_ID = 814800

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from app.simulator import SimulatorServer
-from app.simulator.state import SimAdmin
+from app.simulator.records import SimAdmin
 from app.simulator.webhooks import admin_webhook_item, build_notification, encode_notification
 from harness.service import ServiceServer, signed_headers, snapshot
 from harness.waiting import wait_for

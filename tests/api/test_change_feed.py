@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from app.settings import load_settings
 from app.simulator import SimulatorServer
-from app.simulator.state import SimAdmin, SimTeam
+from app.simulator.records import SimAdmin, SimTeam
 from app.store.models import ChangeLogEntry, utcnow
 from app.webhooks.applier import prune_old_records
 from harness.service import OPERATOR_TOKEN, ServiceServer, snapshot

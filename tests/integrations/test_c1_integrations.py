@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from app.main import create_app
 from app.simulator import SimulatorServer
-from app.simulator.state import SimAdmin
+from app.simulator.records import SimAdmin
 from app.simulator.webhooks import admin_webhook_item, build_notification, encode_notification
 from app.store.engine import normalize_database_url
 from harness.service import READ_TOKEN, ROOT, ServiceServer, make_settings, signed_headers, snapshot

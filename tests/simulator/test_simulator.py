@@ -24,7 +24,7 @@ from app.simulator import (
     UvicornThread,
     generate_workspace,
 )
-from app.simulator.server import render_admin_list
+from app.simulator.admin_routes import render_admin_list
 
 TOKEN = "test-token"
 SECRET = "test-secret"
