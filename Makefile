@@ -106,20 +106,13 @@ migrate: venv-runtime ## Apply database migrations (alembic upgrade head) to DAT
 
 # --- benchmarks --------------------------------------------------------------------------------
 
-define require_bench
-	@test -d bench || { echo "bench/ does not exist yet" >&2; exit 1; }
-endef
-
 bench: venv ## Run the full benchmark suite
-	$(require_bench)
 	$(VENV_PY) -m bench
 
 bench-quick: venv ## Run a short benchmark pass (used by CI)
-	$(require_bench)
 	$(VENV_PY) -m bench --quick
 
 soak: venv ## Run the soak test (SOAK_ARGS=...)
-	$(require_bench)
 	$(VENV_PY) -m bench.soak $(SOAK_ARGS)
 
 # --- housekeeping --------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ class Readiness:
     last_sync_at: datetime | None = None
     last_webhook_at: datetime | None = None
     inbox_backlog: int | None = None
-    oldest_pending_at: datetime | None = None
     problems: list[str] = field(default_factory=list)
     activity_log_read_to: datetime | None = None
 
@@ -79,7 +78,6 @@ def check_readiness(db: Database, settings: Settings) -> Readiness:
         last_sync_at=header.last_sync_at,
         last_webhook_at=header.last_webhook_at,
         inbox_backlog=backlog.pending,
-        oldest_pending_at=backlog.oldest_received_at,
         problems=problems,
         activity_log_read_to=activity_log.read_to,
     )

@@ -142,7 +142,6 @@ def test_a_list_of_sync_runs_is_written_as_before(items: list[RunView]) -> None:
         last_sync_at=times,
         last_webhook_at=times,
         inbox_backlog=st.none() | st.integers(0, 10**6),
-        oldest_pending_at=times,
         problems=st.lists(st.sampled_from(["never_synced", "sync_stale", "inbox_lagging"])),
         activity_log_read_to=times,
     )
