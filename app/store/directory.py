@@ -14,7 +14,6 @@ from sqlalchemy import (
     Connection,
     String,
     Table,
-    and_,
     bindparam,
     delete,
     insert,
@@ -386,9 +385,3 @@ def delete_roles(session: Session, role_ids: Iterable[str]) -> None:
     ids = list(role_ids)
     if ids:
         session.execute(delete(Role).where(Role.id.in_(ids)))
-
-
-def unused_role_ids(session: Session) -> set[str]:
-    """Roles no active teammate holds any more (roles are only known through holders)."""
-    held = select(User.role_id).where(and_(User.role_id.is_not(None), User.removed_at.is_(None)))
-    return set(session.execute(select(Role.id).where(Role.id.not_in(held))).scalars())
