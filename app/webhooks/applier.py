@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -61,7 +60,6 @@ PRUNE_EVERY = timedelta(hours=1)
 @dataclass
 class BatchResult:
     claimed: int = 0
-    version_changed: bool = False
     # An event that can change access asked for a refresh.
     needs_refresh: bool = False
     # Notifications about teammates not known yet were deferred, and no run fetches after
@@ -145,12 +143,10 @@ def _apply_batch(
                     since = result.unknown_since
                     result.unknown_since = min(since or event.received_at, event.received_at)
         inbox.mark_events(session, marks)
-        before = state.version
         newest = max(event.received_at for event in events)
         if state.last_webhook_at is None or state.last_webhook_at < newest:
             state.last_webhook_at = newest
         record_changes(session, state, changes, at=now)
-        result.version_changed = state.version != before
         result.claimed = len(events)
     for lag in lags:
         APPLY_LAG.observe(max(0.0, lag))
@@ -298,12 +294,10 @@ class InboxApplier:
         settings: Settings,
         *,
         request_refresh: RefreshRequester,
-        on_version_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
         self._request_refresh = request_refresh
-        self._on_version_change = on_version_change
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -343,8 +337,6 @@ class InboxApplier:
                 self._request_refresh()
             elif result.unknown_since is not None:
                 self._request_refresh(unknown_since=result.unknown_since)
-            if result.version_changed and self._on_version_change is not None:
-                await self._on_version_change()
             if result.claimed < BATCH_SIZE or self._stopping:
                 return total
 
