@@ -9,9 +9,9 @@ contracts in pyproject.toml):
    maps the read model's exceptions to HTTP statuses (`api/errors.py`)
 3. `services`: composition, the long-lived parts of one process wired together
 4. engines, which do not import each other (they are handed callbacks): `sync` (baseline,
-   coordinator), `webhooks` (receipt, applier), `snapshot` (C1 views and cache), `activity`
-   (activity-log reader and reports), `provisioning`, `health` (readiness, store gauges,
-   `intercom-sync check`)
+   coordinator), `webhooks` (receive, inbox writer, inbox drainer), `snapshot` (C1 views and
+   cache), `activity` (activity-log reader and reports), `provisioning`, `health` (readiness,
+   store gauges, `intercom-sync check`)
 5. `store` (SQL) and `intercom` (REST client, payloads), which do not know each other
 6. leaves: `settings`, `observability` (logging, request ids, metrics), `core` (GC pause,
    time formatting)

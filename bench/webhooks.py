@@ -18,7 +18,7 @@ from app.store import inbox
 from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head
 from app.sync.baseline import apply_baseline
-from app.webhooks.applier import apply_pending_batch
+from app.webhooks.inbox_drainer import apply_pending_batch
 from bench.common import (
     Context,
     check_load,

@@ -109,7 +109,7 @@ def store_events(session: Session, events: list[NewEvent]) -> list[bool]:
             first_of[event.notification_id] = index
             new_rows.append(_row(event))
     # One statement per batch (SQLAlchemy sends executemany with RETURNING as multi-row
-    # INSERTs): the intake writer stores whatever queued up while the last commit ran.
+    # INSERTs): the inbox writer stores whatever queued up while the last commit ran.
     inserted: set[str] = set()
     if new_rows:
         statement = _insert_unless_stored(session.get_bind().dialect.name)

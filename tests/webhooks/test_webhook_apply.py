@@ -27,7 +27,7 @@ from app.simulator import (
 from app.store import inbox
 from app.store.engine import create_database
 from app.store.models import WebhookEvent, utcnow
-from app.webhooks.applier import MAX_ATTEMPTS
+from app.webhooks.inbox_drainer import MAX_ATTEMPTS
 from harness.service import (
     OPERATOR_TOKEN,
     ServiceServer,

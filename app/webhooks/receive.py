@@ -1,6 +1,7 @@
-"""Taking one webhook delivery (spec §3.1): verify the signature over the raw bytes, store the
-notification durably, and say what to answer. It never calls Intercom and never applies inline,
-and no answer it gives is a 410, which would make Intercom disable the subscription.
+"""Stage 1, receiving one webhook delivery (spec §3.1): verify the signature over the raw
+bytes, store the notification durably through the inbox writer, and say what to answer. It
+never calls Intercom and never applies inline, and no answer it gives is a 410, which would make
+Intercom disable the subscription.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from app.settings import Settings
 from app.store import inbox
 from app.store.inbox import NewEvent
 from app.store.models import utcnow
-from app.webhooks.apply import future_reason
-from app.webhooks.intake import InboxWriter
+from app.webhooks.apply_notification import future_reason
+from app.webhooks.inbox_writer import InboxWriter
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The applier: drains the inbox in the background, in batches, in notification order.
+"""Stage 3, the inbox drainer: drains the inbox in the background, in batches, in
+notification order, applying each notification with `apply_notification`.
 
 A batch is one transaction: claim due events, apply each, record the changes under one new
 version and mark every event, then commit. If anything in a batch fails, the batch is rolled
@@ -33,8 +34,8 @@ from app.store.versioning import (
     record_changes,
 )
 from app.store.workset import TeammateWorkset
-from app.webhooks.activity import apply_webhook_entries
-from app.webhooks.apply import (
+from app.webhooks.activity_evidence import apply_webhook_entries
+from app.webhooks.apply_notification import (
     APPLIED,
     DEFERRED,
     IGNORED,
@@ -48,9 +49,10 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 500
 MAX_ATTEMPTS = 8
 POLL_SECONDS = 1.0
-# Under a stream of deliveries, the least time between two drains. Woken by every intake
-# commit, the applier would otherwise take the write lock (and pay a commit) for every handful
-# of events, and the intake would wait behind it; pausing lets events gather into batches.
+# Under a stream of deliveries, the least time between two drains. Woken by every inbox
+# writer commit, the drainer would otherwise take the write lock (and pay a commit) for every
+# handful of events, and the writer would wait behind it; pausing lets events gather into
+# batches.
 # Only after a busy drain: at a trickle every delivery is still applied (and versioned) at once.
 APPLY_SPACING_SECONDS = 0.05
 BUSY_DRAIN_EVENTS = 20
@@ -284,8 +286,8 @@ class RefreshRequester(Protocol):
     def __call__(self, *, unknown_since: datetime | None = None) -> None: ...
 
 
-class InboxApplier:
-    """Background task draining the inbox; woken at once by the intake, polling otherwise
+class InboxDrainer:
+    """Background task draining the inbox; woken at once by the inbox writer, polling otherwise
     (for events stored by other replicas and retries that come due)."""
 
     def __init__(
@@ -351,7 +353,7 @@ class InboxApplier:
                 drained = await self.drain()
                 await self._prune_if_due()
             except Exception:
-                logger.exception("the webhook applier hit an error; retrying shortly")
+                logger.exception("the inbox drainer hit an error; retrying shortly")
                 await asyncio.sleep(POLL_SECONDS)
                 continue
             if drained >= BUSY_DRAIN_EVENTS and not self._stopping:

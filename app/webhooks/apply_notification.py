@@ -1,4 +1,5 @@
-"""Applying one stored notification to the store.
+"""Stage 4, applying one stored notification to the store (the inbox drainer calls this for
+each notification of a batch, inside the batch's transaction).
 
 Intercom neither orders nor deduplicates deliveries, so every teammate keeps the `created_at`
 of the newest state notification applied to it (`event_watermark`; `away_watermark` for the
@@ -32,7 +33,7 @@ from app.store.versioning import (
     role_grant_id,
 )
 from app.store.workset import TeammateWorkset
-from app.webhooks.activity import is_usage_evidence
+from app.webhooks.activity_evidence import is_usage_evidence
 
 APPLIED = "applied"
 IGNORED = "ignored"
@@ -81,7 +82,7 @@ def apply_notification(
     `received_at` is when the delivery arrived (`now` if not given)."""
     if expected_app_id and notification.app_id and notification.app_id != expected_app_id:
         return EventOutcome(IGNORED, f"notification for workspace {notification.app_id}")
-    # Receipt refuses these already; one stored by an earlier release is refused here.
+    # Receiving refuses these already; one stored by an earlier release is refused here.
     future = future_reason(notification.created_at, received_at or now)
     if future is not None:
         return EventOutcome(REJECTED, future)
