@@ -25,6 +25,7 @@ from app.observability.metrics import APPLY_LAG, WEBHOOK_EVENTS_APPLIED
 from app.settings import Settings
 from app.store import inbox, sync_runs
 from app.store.engine import Database, describe_error
+from app.store.inbox import InboxStatus
 from app.store.models import utcnow
 from app.store.versioning import (
     ChangeSet,
@@ -35,14 +36,7 @@ from app.store.versioning import (
 )
 from app.store.workset import TeammateWorkset
 from app.webhooks.activity_evidence import apply_webhook_entries
-from app.webhooks.apply_notification import (
-    APPLIED,
-    DEFERRED,
-    IGNORED,
-    REJECTED,
-    EventOutcome,
-    apply_notification,
-)
+from app.webhooks.apply_notification import ApplyOutcome, EventOutcome, apply_notification
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +127,7 @@ def _apply_batch(
             if outcome is None:
                 continue
             changes.merge(outcome.changes)
-            if outcome.status != DEFERRED:
+            if outcome.status != ApplyOutcome.DEFERRED:
                 result.needs_refresh |= outcome.needs_refresh
                 lags.append((now - event.received_at).total_seconds())
             elif outcome.needs_refresh:
@@ -252,10 +246,10 @@ def _mark(
     event: inbox.PendingEvent, outcome: EventOutcome | None, error: str | None, now: datetime
 ) -> dict[str, Any]:
     attempts = event.attempts + 1
-    if outcome is not None and outcome.status in (APPLIED, IGNORED, REJECTED):
+    if outcome is not None and outcome.status != ApplyOutcome.DEFERRED:
         return {
             "id": event.id,
-            "status": outcome.status,
+            "status": InboxStatus(outcome.status),
             "error": outcome.reason,
             "attempts": attempts,
             "next_attempt_at": None,
@@ -263,7 +257,7 @@ def _mark(
         }
     reason = error or (outcome.reason if outcome else None)
     if attempts >= MAX_ATTEMPTS:
-        final = inbox.FAILED if error else inbox.IGNORED
+        final = InboxStatus.FAILED if error else InboxStatus.IGNORED
         return {
             "id": event.id,
             "status": final,
@@ -274,7 +268,7 @@ def _mark(
         }
     return {
         "id": event.id,
-        "status": inbox.PENDING,
+        "status": InboxStatus.PENDING,
         "error": reason,
         "attempts": attempts,
         "next_attempt_at": now + inbox.retry_delay(attempts),

@@ -598,7 +598,7 @@ def retry_deferred_events_now(database_url: str) -> None:
                 attempts = dict(
                     session.execute(
                         select(WebhookEvent.id, WebhookEvent.attempts).where(
-                            WebhookEvent.status == inbox.PENDING
+                            WebhookEvent.status == inbox.InboxStatus.PENDING
                         )
                     ).all()
                 )

@@ -33,7 +33,7 @@ from app.store.reads import read_snapshot
 from app.store.versioning import lock_store_state, record_changes
 from app.store.workset import TeammateWorkset
 from app.sync.baseline import FetchedWorkspace, apply_baseline
-from app.webhooks.apply_notification import DEFERRED, apply_notification
+from app.webhooks.apply_notification import ApplyOutcome, apply_notification
 from app.webhooks.inbox_drainer import MAX_ATTEMPTS, apply_pending_batch
 from harness.databases import database_server
 from harness.service import OPERATOR_TOKEN, ServiceServer, signed_headers, snapshot
@@ -356,7 +356,7 @@ class Store:
     def close(self) -> None:
         self.db.dispose()
 
-    def apply(self, event: Event) -> str:
+    def apply(self, event: Event) -> ApplyOutcome:
         """One event in its own transaction, as the inbox drainer commits it."""
         with self.db.writing() as session:
             state = lock_store_state(session)
@@ -375,9 +375,9 @@ class Store:
     def apply_in_order(self, sequence: list[Event]) -> None:
         """Apply each delivery in turn; events deferred because their teammate was not known
         yet are retried at the end until they stop making progress."""
-        deferred = [event for event in sequence if self.apply(event) == DEFERRED]
+        deferred = [event for event in sequence if self.apply(event) == ApplyOutcome.DEFERRED]
         while deferred:
-            still = [event for event in deferred if self.apply(event) == DEFERRED]
+            still = [event for event in deferred if self.apply(event) == ApplyOutcome.DEFERRED]
             if len(still) == len(deferred):
                 break
             deferred = still
@@ -421,7 +421,7 @@ class Store:
     def _retries_due_now(session: Session) -> None:
         session.execute(
             update(WebhookEvent)
-            .where(WebhookEvent.status == inbox.PENDING)
+            .where(WebhookEvent.status == inbox.InboxStatus.PENDING)
             .values(next_attempt_at=utcnow())
         )
 
