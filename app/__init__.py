@@ -18,6 +18,16 @@ contracts in pyproject.toml):
 
 `simulator` (the bundled Intercom simulator and the demo beside it) stands apart: only the
 CLI reaches it.
+
+Words (README "How it works" has the table):
+- admin = teammate = user, one person with a seat in the workspace: "admin" where we talk to
+  Intercom (`app.intercom`), "teammate" in prose, logs and errors, "user" in the store and in
+  what C1 is served.
+- baseline: one sync run, a full fetch written as one diff transaction; a reconcile is one the
+  schedule starts, a resync one an operator asks for (`POST /resync`, `intercom-sync sync`), a
+  refresh a debounced one that webhooks or provisioning ask for (`request_refresh`).
+- webhook stages, in order: `receive` → `inbox_writer` → `inbox_drainer` →
+  `apply_notification` (with `activity_evidence`); inbox rows carry an `InboxStatus`.
 """
 
 __version__ = "0.1.0"

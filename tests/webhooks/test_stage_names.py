@@ -9,11 +9,13 @@ from pathlib import Path
 
 import orjson
 
+import app
 import app.webhooks
 from app.store import inbox
 from app.store.inbox import InboxStatus
 from app.webhooks.apply_notification import ApplyOutcome
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 STAGES = ["receive", "inbox_writer", "inbox_drainer", "apply_notification", "activity_evidence"]
 
 
@@ -52,3 +54,16 @@ def test_every_settling_apply_outcome_is_an_inbox_status_of_the_same_value() -> 
             assert outcome.value not in {status.value for status in InboxStatus}
         else:
             assert InboxStatus(outcome) == outcome.value
+
+
+def test_the_glossary_defines_the_words_and_names_the_stages() -> None:
+    how_it_works = README.read_text().split("## How it works", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        line.split("|")[1].strip()
+        for line in how_it_works.splitlines()
+        if line.startswith("| ") and not line.startswith("| Word")
+    }
+    assert {"admin, teammate, user", "baseline", "reconcile", "resync", "refresh"} <= rows
+    for text in (how_it_works, app.__doc__ or ""):
+        positions = [text.index(f"`{stage}`") for stage in STAGES]
+        assert positions == sorted(positions)
