@@ -1,5 +1,5 @@
 """The ASGI app (`app.main:app`): routes plus the lifespan that builds and stops the store,
-the webhook intake and applier, and the sync coordinator."""
+the webhook inbox writer and inbox drainer, and the sync coordinator."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from app.settings import Settings, get_settings, startup_warnings
 from app.snapshot.cache import SnapshotCache
 from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head
-from app.webhooks.applier import InboxApplier
-from app.webhooks.apply import apply_notification
-from app.webhooks.intake import InboxWriter
+from app.webhooks.apply_notification import apply_notification
+from app.webhooks.inbox_drainer import InboxDrainer
+from app.webhooks.inbox_writer import InboxWriter
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +50,13 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
             await run_in_threadpool(upgrade_to_head, config.database_url)
         db = create_database(config.database_url)
         coordinator = build_coordinator(db, config)
-        applier = InboxApplier(db, config, request_refresh=coordinator.request_refresh)
-        writer = InboxWriter(db, on_committed=applier.wake_threadsafe)
+        drainer = InboxDrainer(db, config, request_refresh=coordinator.request_refresh)
+        writer = InboxWriter(db, on_committed=drainer.wake_threadsafe)
         app.state.services = Services(
             settings=config,
             db=db,
             coordinator=coordinator,
-            applier=applier,
+            inbox_drainer=drainer,
             inbox_writer=writer,
             snapshots=SnapshotCache(db, roles_enabled=config.roles_supported),
             metrics_registry=build_store_registry(db),
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
             apply_notification=apply_notification,
         )
         writer.start()
-        applier.start()
+        drainer.start()
         coordinator.start()
         logger.info("intercom-sync %s started", __version__)
         try:
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
             logger.info("intercom-sync stopping: finishing claimed work")
             await coordinator.stop()
             writer.stop()
-            await applier.stop()
+            await drainer.stop()
             app.state.services.snapshots.close()
             db.dispose()
             logger.info("intercom-sync stopped")

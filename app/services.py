@@ -14,8 +14,8 @@ from app.snapshot.cache import SnapshotCache
 from app.store.engine import Database
 from app.store.versioning import read_header
 from app.sync.coordinator import SyncCoordinator
-from app.webhooks.applier import InboxApplier
-from app.webhooks.intake import InboxWriter
+from app.webhooks.inbox_drainer import InboxDrainer
+from app.webhooks.inbox_writer import InboxWriter
 
 WORKSPACE_RECHECK_SECONDS = 5.0
 
@@ -39,8 +39,8 @@ class Services:
     settings: Settings
     db: Database
     coordinator: SyncCoordinator
-    applier: InboxApplier
     inbox_writer: InboxWriter
+    inbox_drainer: InboxDrainer
     snapshots: SnapshotCache
     metrics_registry: CollectorRegistry
     _workspace_id: str | None = None

@@ -18,7 +18,7 @@ from app.store import inbox
 from app.store.engine import create_database
 from app.store.migrate import upgrade_to_head
 from app.sync.baseline import apply_baseline
-from app.webhooks.applier import apply_pending_batch
+from app.webhooks.inbox_drainer import apply_pending_batch
 from bench.common import (
     Context,
     check_load,
@@ -289,7 +289,7 @@ def _apply_throughput(ctx: Context, sim: SimulatorServer, deliveries: _Deliverie
                     ctx.report.fail(f"apply: {applied} of {n_events} stored events were claimed")
                 with db.reading() as session:
                     left = inbox.backlog(session).pending
-                    failed = inbox.list_events(session, status=inbox.FAILED, limit=5)
+                    failed = inbox.list_events(session, status=inbox.InboxStatus.FAILED, limit=5)
                 if failed or left:
                     ctx.report.fail(
                         f"apply: {left} events left pending, failures: {[e.error for e in failed]}"

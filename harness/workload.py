@@ -27,6 +27,7 @@ from app.simulator import (
     encode_notification,
 )
 from app.store.engine import create_database
+from app.store.inbox import InboxStatus
 from app.store.models import ChangeLogEntry, WebhookEvent
 from harness.databases import database_server, fresh_database
 from harness.service import OPERATOR_TOKEN, READ_TOKEN, signed_headers
@@ -218,7 +219,7 @@ def raw_deliveries(database_url: str) -> list[bytes]:
     """The raw bodies of every stored notification (not the rejected ones), in arrival order."""
     query = (
         select(WebhookEvent.raw_body)
-        .where(WebhookEvent.status != "rejected")
+        .where(WebhookEvent.status != InboxStatus.REJECTED)
         .order_by(WebhookEvent.id)
     )
     return [body for (body,) in read_rows(database_url, query)]

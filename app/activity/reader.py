@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -86,13 +86,10 @@ class ActivityLogReader:
         db: Database,
         settings: Settings,
         client_factory: Callable[[], IntercomClient],
-        *,
-        on_version_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
         self._client_factory = client_factory
-        self._on_version_change = on_version_change
         self._lock = asyncio.Lock()
 
     async def read(self, *, now: datetime | None = None) -> ReadOutcome:
@@ -148,8 +145,6 @@ class ActivityLogReader:
         await run_in_threadpool(
             self._write, lambda s: store.prune_access_events(s, older_than=now - retention)
         )
-        if outcome.sign_ins_applied and self._on_version_change is not None:
-            await self._on_version_change()
         return outcome
 
     def _write(self, fn: Callable[[Any], object]) -> None:

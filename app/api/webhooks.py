@@ -1,6 +1,6 @@
 """`POST /webhooks/intercom` and `HEAD /webhooks/intercom` (spec §3.1).
 
-What a delivery gets is decided by `app.webhooks.receipt.take_delivery`. Deliveries that state
+What a delivery gets is decided by `app.webhooks.receive.take_delivery`. Deliveries that state
 their length (Intercom's do) are taken by `WebhookFastPath` ahead of FastAPI's routing and
 dependency machinery, which cost more than verifying and storing the delivery; the route below
 takes the rest (chunked bodies) and documents the endpoint in /openapi.json.
@@ -19,7 +19,7 @@ from app.api.deps import ServicesDep
 from app.api.errors import error_response
 from app.api.schemas import ErrorBody, WebhookAck
 from app.intercom.signature import SIGNATURE_HEADER
-from app.webhooks.receipt import MAX_BODY_BYTES, Receipt, take_delivery
+from app.webhooks.receive import MAX_BODY_BYTES, Receipt, take_delivery
 
 router = APIRouter(tags=["webhooks"])
 WEBHOOK_PATH = "/webhooks/intercom"

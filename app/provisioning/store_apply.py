@@ -29,8 +29,8 @@ class Applies(Protocol):
 
 
 class NotificationApplier(Protocol):
-    """The webhook path's `app.webhooks.apply.apply_notification`, handed in by app.main
-    (engines do not import each other)."""
+    """The webhook path's `app.webhooks.apply_notification.apply_notification`, handed in by
+    app.main (engines do not import each other)."""
 
     def __call__(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -14,12 +15,29 @@ from sqlalchemy.orm import Session
 
 from app.store.models import WebhookEvent
 
-PENDING = "pending"
-APPLIED = "applied"
-IGNORED = "ignored"
-REJECTED = "rejected"
-FAILED = "failed"
-OUTCOMES = ("pending", "applied", "ignored", "duplicate", "rejected", "failed")
+
+class InboxStatus(StrEnum):
+    """Where a stored delivery stands; the value is what the `status` column holds and what
+    /webhook-events serves as `outcome`."""
+
+    PENDING = "pending"  # waiting for the inbox drainer (or a retry)
+    APPLIED = "applied"
+    IGNORED = "ignored"  # not our workspace or topic, stale, or deferred past its attempts
+    REJECTED = "rejected"  # refused: not a notification, or dated in the future
+    FAILED = "failed"  # its apply kept failing until the attempts ran out
+
+
+# Not a status: the /webhook-events filter for rows delivered more than once.
+DUPLICATE = "duplicate"
+# What /webhook-events accepts as its `status` filter.
+OUTCOMES = (
+    InboxStatus.PENDING,
+    InboxStatus.APPLIED,
+    InboxStatus.IGNORED,
+    DUPLICATE,
+    InboxStatus.REJECTED,
+    InboxStatus.FAILED,
+)
 
 
 class Delivered(Protocol):
@@ -52,7 +70,7 @@ class NewEvent:
     item_id: str | None
     notification_created_at: int | None
     received_at: datetime
-    status: str
+    status: InboxStatus
     raw_body: bytes
     error: str | None = None
 
@@ -63,7 +81,7 @@ class NewEvent:
         raw_body: bytes,
         *,
         received_at: datetime,
-        status: str = PENDING,
+        status: InboxStatus = InboxStatus.PENDING,
         error: str | None = None,
     ) -> NewEvent:
         """The inbox row for a parsed delivery."""
@@ -109,7 +127,7 @@ def store_events(session: Session, events: list[NewEvent]) -> list[bool]:
             first_of[event.notification_id] = index
             new_rows.append(_row(event))
     # One statement per batch (SQLAlchemy sends executemany with RETURNING as multi-row
-    # INSERTs): the intake writer stores whatever queued up while the last commit ran.
+    # INSERTs): the inbox writer stores whatever queued up while the last commit ran.
     inserted: set[str] = set()
     if new_rows:
         statement = _insert_unless_stored(session.get_bind().dialect.name)
@@ -144,7 +162,7 @@ def _row(event: NewEvent) -> dict[str, Any]:
         "error": event.error,
         "deliveries": 1,
         "attempts": 0,
-        "next_attempt_at": event.received_at if event.status == PENDING else None,
+        "next_attempt_at": event.received_at if event.status == InboxStatus.PENDING else None,
     }
 
 
@@ -187,7 +205,7 @@ def claim_pending(session: Session, *, limit: int, now: datetime) -> list[Pendin
             WebhookEvent.attempts,
             WebhookEvent.raw_body,
         )
-        .where(WebhookEvent.status == PENDING)
+        .where(WebhookEvent.status == InboxStatus.PENDING)
         .where(WebhookEvent.next_attempt_at <= now)
         .order_by(WebhookEvent.notification_created_at, WebhookEvent.id)
         .limit(limit)
@@ -225,7 +243,7 @@ class Backlog:
 def backlog(session: Session) -> Backlog:
     count, oldest = session.execute(
         select(func.count(), func.min(WebhookEvent.received_at)).where(
-            WebhookEvent.status == PENDING
+            WebhookEvent.status == InboxStatus.PENDING
         )
     ).one()
     return Backlog(int(count or 0), oldest)
@@ -233,7 +251,7 @@ def backlog(session: Session) -> Backlog:
 
 def list_events(session: Session, *, status: str | None, limit: int) -> list[WebhookEvent]:
     statement = select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(limit)
-    if status == "duplicate":
+    if status == DUPLICATE:
         statement = statement.where(WebhookEvent.deliveries > 1)
     elif status is not None:
         statement = statement.where(WebhookEvent.status == status)
@@ -245,7 +263,7 @@ def prune_events(session: Session, *, older_than: datetime) -> int:
     result = session.execute(
         delete(WebhookEvent)
         .where(WebhookEvent.received_at < older_than)
-        .where(WebhookEvent.status != PENDING)
+        .where(WebhookEvent.status != InboxStatus.PENDING)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

@@ -18,7 +18,7 @@ from app.settings import load_settings
 from app.simulator import SimulatorServer
 from app.simulator.records import SimAdmin, SimTeam
 from app.store.models import ChangeLogEntry, utcnow
-from app.webhooks.applier import prune_old_records
+from app.webhooks.inbox_drainer import prune_old_records
 from harness.service import OPERATOR_TOKEN, ServiceServer, snapshot
 from harness.waiting import wait_for
 from harness.workload import deliver_admin_event

@@ -32,7 +32,7 @@ from app.store.models import User, utcnow
 from app.store.versioning import ChangeSet, changes_since, lock_store_state, record_changes
 from app.store.workset import TeammateWorkset
 from app.sync.baseline import FetchedWorkspace, apply_baseline
-from app.webhooks.apply import apply_notification
+from app.webhooks.apply_notification import apply_notification
 from harness.databases import database_server
 from harness.service import OPERATOR_TOKEN, ServiceServer, snapshot
 from harness.waiting import wait_for

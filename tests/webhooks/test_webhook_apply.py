@@ -27,7 +27,7 @@ from app.simulator import (
 from app.store import inbox
 from app.store.engine import create_database
 from app.store.models import WebhookEvent, utcnow
-from app.webhooks.applier import MAX_ATTEMPTS
+from app.webhooks.inbox_drainer import MAX_ATTEMPTS
 from harness.service import (
     OPERATOR_TOKEN,
     ServiceServer,
@@ -598,7 +598,7 @@ def retry_deferred_events_now(database_url: str) -> None:
                 attempts = dict(
                     session.execute(
                         select(WebhookEvent.id, WebhookEvent.attempts).where(
-                            WebhookEvent.status == inbox.PENDING
+                            WebhookEvent.status == inbox.InboxStatus.PENDING
                         )
                     ).all()
                 )

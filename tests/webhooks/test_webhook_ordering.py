@@ -33,8 +33,8 @@ from app.store.reads import read_snapshot
 from app.store.versioning import lock_store_state, record_changes
 from app.store.workset import TeammateWorkset
 from app.sync.baseline import FetchedWorkspace, apply_baseline
-from app.webhooks.applier import MAX_ATTEMPTS, apply_pending_batch
-from app.webhooks.apply import DEFERRED, apply_notification
+from app.webhooks.apply_notification import ApplyOutcome, apply_notification
+from app.webhooks.inbox_drainer import MAX_ATTEMPTS, apply_pending_batch
 from harness.databases import database_server
 from harness.service import OPERATOR_TOKEN, ServiceServer, signed_headers, snapshot
 from harness.waiting import wait_for
@@ -356,8 +356,8 @@ class Store:
     def close(self) -> None:
         self.db.dispose()
 
-    def apply(self, event: Event) -> str:
-        """One event in its own transaction, as the applier commits it."""
+    def apply(self, event: Event) -> ApplyOutcome:
+        """One event in its own transaction, as the inbox drainer commits it."""
         with self.db.writing() as session:
             state = lock_store_state(session)
             workset = TeammateWorkset(session)
@@ -375,9 +375,9 @@ class Store:
     def apply_in_order(self, sequence: list[Event]) -> None:
         """Apply each delivery in turn; events deferred because their teammate was not known
         yet are retried at the end until they stop making progress."""
-        deferred = [event for event in sequence if self.apply(event) == DEFERRED]
+        deferred = [event for event in sequence if self.apply(event) == ApplyOutcome.DEFERRED]
         while deferred:
-            still = [event for event in deferred if self.apply(event) == DEFERRED]
+            still = [event for event in deferred if self.apply(event) == ApplyOutcome.DEFERRED]
             if len(still) == len(deferred):
                 break
             deferred = still
@@ -385,7 +385,7 @@ class Store:
     def deliver_through_inbox(self, sequence: list[Event]) -> None:
         """Store each delivery in the inbox (deduplicated) and apply it, as the service does;
         events deferred because their teammate was not known yet are retried at the end (the
-        applier retries them with a backoff of seconds, by when the rest has arrived)."""
+        inbox drainer retries them with a backoff of seconds, by when the rest has arrived)."""
         for delivery in sequence:
             self._store([delivery])
             apply_pending_batch(self.db, expected_app_id=WORKSPACE)
@@ -407,7 +407,7 @@ class Store:
             inbox.store_events(session, events)
 
     def _drain(self) -> None:
-        """Apply retries until the inbox is empty (the applier retries deferred events with a
+        """Apply retries until the inbox is empty (the inbox drainer retries deferred events with a
         backoff of seconds, by when the rest has arrived)."""
         for _ in range(MAX_ATTEMPTS):
             with self.db.writing() as session:
@@ -421,7 +421,7 @@ class Store:
     def _retries_due_now(session: Session) -> None:
         session.execute(
             update(WebhookEvent)
-            .where(WebhookEvent.status == inbox.PENDING)
+            .where(WebhookEvent.status == inbox.InboxStatus.PENDING)
             .values(next_attempt_at=utcnow())
         )
 

@@ -1,6 +1,7 @@
-"""Taking one webhook delivery (spec §3.1): verify the signature over the raw bytes, store the
-notification durably, and say what to answer. It never calls Intercom and never applies inline,
-and no answer it gives is a 410, which would make Intercom disable the subscription.
+"""Stage 1, receiving one webhook delivery (spec §3.1): verify the signature over the raw
+bytes, store the notification durably through the inbox writer, and say what to answer. It
+never calls Intercom and never applies inline, and no answer it gives is a 410, which would make
+Intercom disable the subscription.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from app.intercom.notifications import (
 from app.intercom.signature import SignatureRefused, check_signature
 from app.observability.metrics import WEBHOOKS
 from app.settings import Settings
-from app.store import inbox
-from app.store.inbox import NewEvent
+from app.store.inbox import InboxStatus, NewEvent
 from app.store.models import utcnow
-from app.webhooks.apply import future_reason
-from app.webhooks.intake import InboxWriter
+from app.webhooks.apply_notification import future_reason
+from app.webhooks.inbox_writer import InboxWriter
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ async def _take(services: Receiving, body: bytes | None, signatures: Sequence[st
                 item_id=None,
                 notification_created_at=None,
                 received_at=received_at,
-                status=inbox.REJECTED,
+                status=InboxStatus.REJECTED,
                 raw_body=body,
                 error=str(exc),
             )
@@ -109,19 +109,19 @@ async def _take(services: Receiving, body: bytes | None, signatures: Sequence[st
         )
     if notification.topic == PING_TOPIC:
         return Receipt(200, "ignored")
-    status = inbox.PENDING
+    status = InboxStatus.PENDING
     reason = None
     expected = services.known_workspace_id()
     if expected is None:
         expected = await run_in_threadpool(services.expected_workspace_id)
     if notification.topic not in HANDLED_TOPICS:
-        status, reason = inbox.IGNORED, f"topic {notification.topic} is not handled"
+        status, reason = InboxStatus.IGNORED, f"topic {notification.topic} is not handled"
     elif expected and notification.app_id and notification.app_id != expected:
-        status, reason = inbox.IGNORED, f"notification for workspace {notification.app_id}"
+        status, reason = InboxStatus.IGNORED, f"notification for workspace {notification.app_id}"
     elif (future := future_reason(notification.created_at, received_at)) is not None:
         # Kept for an operator to see, applied to nothing; answered 200 all the same, since
         # Intercom's one retry would bring the same time again (stored once, a duplicate).
-        status, reason = inbox.REJECTED, future
+        status, reason = InboxStatus.REJECTED, future
     if reason:
         logger.info("ignoring webhook %s: %s", notification.id, reason)
     stored = await services.inbox_writer.store(
@@ -129,4 +129,4 @@ async def _take(services: Receiving, body: bytes | None, signatures: Sequence[st
     )
     if not stored:
         return Receipt(200, "duplicate")
-    return Receipt(200, "accepted" if status == inbox.PENDING else "ignored")
+    return Receipt(200, "accepted" if status == InboxStatus.PENDING else "ignored")

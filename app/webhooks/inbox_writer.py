@@ -1,4 +1,4 @@
-"""Webhook intake: one writer thread stores deliveries with group commit.
+"""Stage 2, the inbox writer: one writer thread stores deliveries with group commit.
 
 Concurrent requests hand their rows to the writer and wait; the writer inserts whatever has
 queued up in one transaction and answers them all after the commit, with one wake-up of the

@@ -1,4 +1,5 @@
-"""Applying one stored notification to the store.
+"""Stage 4, applying one stored notification to the store (the inbox drainer calls this for
+each notification of a batch, inside the batch's transaction).
 
 Intercom neither orders nor deduplicates deliveries, so every teammate keeps the `created_at`
 of the newest state notification applied to it (`event_watermark`; `away_watermark` for the
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from app.intercom.activity_log import LogEntry, parse_entry
@@ -32,17 +34,22 @@ from app.store.versioning import (
     role_grant_id,
 )
 from app.store.workset import TeammateWorkset
-from app.webhooks.activity import is_usage_evidence
+from app.webhooks.activity_evidence import is_usage_evidence
 
-APPLIED = "applied"
-IGNORED = "ignored"
-DEFERRED = "deferred"
-REJECTED = "rejected"
+
+class ApplyOutcome(StrEnum):
+    """What applying one notification came to. All but DEFERRED settle the inbox row, with the
+    same value as its InboxStatus; a DEFERRED one stays pending and is retried with backoff."""
+
+    APPLIED = "applied"
+    IGNORED = "ignored"
+    DEFERRED = "deferred"  # about a teammate not known yet
+    REJECTED = "rejected"
 
 
 @dataclass
 class EventOutcome:
-    status: str  # applied | ignored | deferred | rejected
+    status: ApplyOutcome
     reason: str | None = None
     changes: ChangeSet = field(default_factory=ChangeSet)
     needs_refresh: bool = False
@@ -80,28 +87,32 @@ def apply_notification(
     `version` is the version the transaction will commit as, stamped on changed rows;
     `received_at` is when the delivery arrived (`now` if not given)."""
     if expected_app_id and notification.app_id and notification.app_id != expected_app_id:
-        return EventOutcome(IGNORED, f"notification for workspace {notification.app_id}")
-    # Receipt refuses these already; one stored by an earlier release is refused here.
+        return EventOutcome(
+            ApplyOutcome.IGNORED, f"notification for workspace {notification.app_id}"
+        )
+    # Receiving refuses these already; one stored by an earlier release is refused here.
     future = future_reason(notification.created_at, received_at or now)
     if future is not None:
-        return EventOutcome(REJECTED, future)
+        return EventOutcome(ApplyOutcome.REJECTED, future)
     topic = notification.topic
     if topic == ACTIVITY_LOG_TOPIC:
         entry = parse_entry(notification.item)
         evidence = entry if entry is not None and is_usage_evidence(entry.activity_type) else None
         if activity_needs_refresh(notification.item):
             return EventOutcome(
-                APPLIED,
+                ApplyOutcome.APPLIED,
                 "scheduled a refresh of teammates and teams",
                 needs_refresh=True,
                 activity_entry=evidence,
             )
         if evidence is not None:
-            return EventOutcome(APPLIED, "recorded as usage evidence", activity_entry=evidence)
-        return EventOutcome(IGNORED, "activity type does not affect access")
+            return EventOutcome(
+                ApplyOutcome.APPLIED, "recorded as usage evidence", activity_entry=evidence
+            )
+        return EventOutcome(ApplyOutcome.IGNORED, "activity type does not affect access")
     admin = notification.teammate
     if admin is None:
-        return EventOutcome(IGNORED, f"topic {topic} is not handled")
+        return EventOutcome(ApplyOutcome.IGNORED, f"topic {topic} is not handled")
     created_at = notification.created_at
     if created_at is None:
         created_at = int(now.timestamp())
@@ -124,7 +135,7 @@ def apply_notification(
         return _apply_login(
             workset, admin, created_at, version=version, logged_in=topic == "admin.logged_in"
         )
-    return EventOutcome(IGNORED, f"topic {topic} is not handled")
+    return EventOutcome(ApplyOutcome.IGNORED, f"topic {topic} is not handled")
 
 
 def _apply_added(
@@ -138,21 +149,23 @@ def _apply_added(
 ) -> EventOutcome:
     user = workset.get_user(admin.id)
     if user is not None and user.event_watermark is not None and created_at <= user.event_watermark:
-        return EventOutcome(IGNORED, "older than the newest notification applied to this teammate")
+        return EventOutcome(
+            ApplyOutcome.IGNORED, "older than the newest notification applied to this teammate"
+        )
     if user is not None and user.removed_at is not None and _when(created_at) <= user.removed_at:
         # Removed by a baseline that ran after this notification was created (a late delivery):
         # it must not bring them back. A baseline has no Intercom timestamp of its own, though,
         # so let a refresh settle whether they were added again since.
         return EventOutcome(
-            IGNORED,
+            ApplyOutcome.IGNORED,
             "the teammate was removed after this notification was created",
             needs_refresh=True,
         )
     fields = user_fields_from_admin(admin, roles_supported=False)
     unstorable = store.unstorable_reason(fields)
     if unstorable is not None:
-        return EventOutcome(IGNORED, unstorable)
-    outcome = EventOutcome(APPLIED)
+        return EventOutcome(ApplyOutcome.IGNORED, unstorable)
+    outcome = EventOutcome(ApplyOutcome.APPLIED)
     # Webhook payloads carry no role: keep what the last baseline said.
     fields["role_id"] = user.fields["role_id"] if user is not None and user.active else None
     away_watermark = created_at
@@ -212,7 +225,9 @@ def _apply_removed(
 ) -> EventOutcome:
     user = workset.get_user(admin.id)
     if user is not None and user.event_watermark is not None and created_at < user.event_watermark:
-        return EventOutcome(IGNORED, "older than the newest notification applied to this teammate")
+        return EventOutcome(
+            ApplyOutcome.IGNORED, "older than the newest notification applied to this teammate"
+        )
     bookkeeping = {"event_watermark": created_at, "event_applied_at": now}
     if user is None:
         # Keep a tombstone with the watermark, so a late, older "added" cannot resurrect them.
@@ -232,7 +247,7 @@ def _apply_removed(
                 "seen_by_baseline": False,
             }
         )
-        outcome = EventOutcome(APPLIED, "teammate was not known; tombstone recorded")
+        outcome = EventOutcome(ApplyOutcome.APPLIED, "teammate was not known; tombstone recorded")
         _tombstone_changed(outcome, admin.id)
         return outcome
     # The tombstone keeps the teammate as this (newest) notification describes them, so that
@@ -249,11 +264,11 @@ def _apply_removed(
         if changed:
             values["updated_version"] = version
         workset.update_user(admin.id, values)
-        outcome = EventOutcome(APPLIED, "teammate was already removed")
+        outcome = EventOutcome(ApplyOutcome.APPLIED, "teammate was already removed")
         if changed:
             _tombstone_changed(outcome, admin.id)
         return outcome
-    outcome = EventOutcome(APPLIED)
+    outcome = EventOutcome(ApplyOutcome.APPLIED)
     role_id = user.fields["role_id"]
     workset.update_user(
         admin.id,
@@ -300,16 +315,16 @@ def _apply_away(
 ) -> EventOutcome:
     user = workset.get_user(admin.id)
     if user is None:
-        return EventOutcome(DEFERRED, "teammate not known yet", needs_refresh=True)
+        return EventOutcome(ApplyOutcome.DEFERRED, "teammate not known yet", needs_refresh=True)
     if user.away_watermark is not None and created_at <= user.away_watermark:
-        return EventOutcome(IGNORED, "older than the newest away-mode change applied")
+        return EventOutcome(ApplyOutcome.IGNORED, "older than the newest away-mode change applied")
     values: dict[str, Any] = {
         "away_mode_enabled": admin.away_mode_enabled,
         "away_mode_reassign": admin.away_mode_reassign,
         "away_watermark": created_at,
         "event_applied_at": now,
     }
-    outcome = EventOutcome(APPLIED)
+    outcome = EventOutcome(ApplyOutcome.APPLIED)
     changed = any(user.fields[name] != values[name] for name in store.AWAY_FIELDS)
     if changed:
         values["updated_version"] = version
@@ -331,13 +346,13 @@ def _apply_login(
 ) -> EventOutcome:
     user = workset.get_user(admin.id)
     if user is None:
-        return EventOutcome(DEFERRED, "teammate not known yet", needs_refresh=True)
+        return EventOutcome(ApplyOutcome.DEFERRED, "teammate not known yet", needs_refresh=True)
     when = _when(created_at)
     column = "last_login_at" if logged_in else "last_logout_at"
     previous = user.last_login_at if logged_in else user.last_logout_at
     if previous is not None and previous >= when:
-        return EventOutcome(IGNORED, "an equal or newer sign-in time is recorded")
-    outcome = EventOutcome(APPLIED)
+        return EventOutcome(ApplyOutcome.IGNORED, "an equal or newer sign-in time is recorded")
+    outcome = EventOutcome(ApplyOutcome.APPLIED)
     values: dict[str, Any] = {column: when}
     # Only the sign-in time is served (C1 reads last login in access reviews).
     if logged_in:

@@ -1,4 +1,5 @@
-"""The applier: drains the inbox in the background, in batches, in notification order.
+"""Stage 3, the inbox drainer: drains the inbox in the background, in batches, in
+notification order, applying each notification with `apply_notification`.
 
 A batch is one transaction: claim due events, apply each, record the changes under one new
 version and mark every event, then commit. If anything in a batch fails, the batch is rolled
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from app.observability.metrics import APPLY_LAG, WEBHOOK_EVENTS_APPLIED
 from app.settings import Settings
 from app.store import inbox, sync_runs
 from app.store.engine import Database, describe_error
+from app.store.inbox import InboxStatus
 from app.store.models import utcnow
 from app.store.versioning import (
     ChangeSet,
@@ -34,24 +35,18 @@ from app.store.versioning import (
     record_changes,
 )
 from app.store.workset import TeammateWorkset
-from app.webhooks.activity import apply_webhook_entries
-from app.webhooks.apply import (
-    APPLIED,
-    DEFERRED,
-    IGNORED,
-    REJECTED,
-    EventOutcome,
-    apply_notification,
-)
+from app.webhooks.activity_evidence import apply_webhook_entries
+from app.webhooks.apply_notification import ApplyOutcome, EventOutcome, apply_notification
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
 MAX_ATTEMPTS = 8
 POLL_SECONDS = 1.0
-# Under a stream of deliveries, the least time between two drains. Woken by every intake
-# commit, the applier would otherwise take the write lock (and pay a commit) for every handful
-# of events, and the intake would wait behind it; pausing lets events gather into batches.
+# Under a stream of deliveries, the least time between two drains. Woken by every inbox
+# writer commit, the drainer would otherwise take the write lock (and pay a commit) for every
+# handful of events, and the writer would wait behind it; pausing lets events gather into
+# batches.
 # Only after a busy drain: at a trickle every delivery is still applied (and versioned) at once.
 APPLY_SPACING_SECONDS = 0.05
 BUSY_DRAIN_EVENTS = 20
@@ -61,7 +56,6 @@ PRUNE_EVERY = timedelta(hours=1)
 @dataclass
 class BatchResult:
     claimed: int = 0
-    version_changed: bool = False
     # An event that can change access asked for a refresh.
     needs_refresh: bool = False
     # Notifications about teammates not known yet were deferred, and no run fetches after
@@ -133,7 +127,7 @@ def _apply_batch(
             if outcome is None:
                 continue
             changes.merge(outcome.changes)
-            if outcome.status != DEFERRED:
+            if outcome.status != ApplyOutcome.DEFERRED:
                 result.needs_refresh |= outcome.needs_refresh
                 lags.append((now - event.received_at).total_seconds())
             elif outcome.needs_refresh:
@@ -145,12 +139,10 @@ def _apply_batch(
                     since = result.unknown_since
                     result.unknown_since = min(since or event.received_at, event.received_at)
         inbox.mark_events(session, marks)
-        before = state.version
         newest = max(event.received_at for event in events)
         if state.last_webhook_at is None or state.last_webhook_at < newest:
             state.last_webhook_at = newest
         record_changes(session, state, changes, at=now)
-        result.version_changed = state.version != before
         result.claimed = len(events)
     for lag in lags:
         APPLY_LAG.observe(max(0.0, lag))
@@ -254,10 +246,10 @@ def _mark(
     event: inbox.PendingEvent, outcome: EventOutcome | None, error: str | None, now: datetime
 ) -> dict[str, Any]:
     attempts = event.attempts + 1
-    if outcome is not None and outcome.status in (APPLIED, IGNORED, REJECTED):
+    if outcome is not None and outcome.status != ApplyOutcome.DEFERRED:
         return {
             "id": event.id,
-            "status": outcome.status,
+            "status": InboxStatus(outcome.status),
             "error": outcome.reason,
             "attempts": attempts,
             "next_attempt_at": None,
@@ -265,7 +257,7 @@ def _mark(
         }
     reason = error or (outcome.reason if outcome else None)
     if attempts >= MAX_ATTEMPTS:
-        final = inbox.FAILED if error else inbox.IGNORED
+        final = InboxStatus.FAILED if error else InboxStatus.IGNORED
         return {
             "id": event.id,
             "status": final,
@@ -276,7 +268,7 @@ def _mark(
         }
     return {
         "id": event.id,
-        "status": inbox.PENDING,
+        "status": InboxStatus.PENDING,
         "error": reason,
         "attempts": attempts,
         "next_attempt_at": now + inbox.retry_delay(attempts),
@@ -288,8 +280,8 @@ class RefreshRequester(Protocol):
     def __call__(self, *, unknown_since: datetime | None = None) -> None: ...
 
 
-class InboxApplier:
-    """Background task draining the inbox; woken at once by the intake, polling otherwise
+class InboxDrainer:
+    """Background task draining the inbox; woken at once by the inbox writer, polling otherwise
     (for events stored by other replicas and retries that come due)."""
 
     def __init__(
@@ -298,12 +290,10 @@ class InboxApplier:
         settings: Settings,
         *,
         request_refresh: RefreshRequester,
-        on_version_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
         self._request_refresh = request_refresh
-        self._on_version_change = on_version_change
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -343,8 +333,6 @@ class InboxApplier:
                 self._request_refresh()
             elif result.unknown_since is not None:
                 self._request_refresh(unknown_since=result.unknown_since)
-            if result.version_changed and self._on_version_change is not None:
-                await self._on_version_change()
             if result.claimed < BATCH_SIZE or self._stopping:
                 return total
 
@@ -359,7 +347,7 @@ class InboxApplier:
                 drained = await self.drain()
                 await self._prune_if_due()
             except Exception:
-                logger.exception("the webhook applier hit an error; retrying shortly")
+                logger.exception("the inbox drainer hit an error; retrying shortly")
                 await asyncio.sleep(POLL_SECONDS)
                 continue
             if drained >= BUSY_DRAIN_EVENTS and not self._stopping:

@@ -1,6 +1,6 @@
 """`admin.activity_log_event.created` notifications as usage evidence: the same
-classification as the log read after each baseline (spec §11). The applier calls this inside
-its batch transaction, with the version that transaction commits as."""
+classification as the log read after each baseline (spec §11). The inbox drainer calls this
+inside its batch transaction, with the version that transaction commits as."""
 
 from __future__ import annotations
 
