@@ -36,6 +36,7 @@ from app.store.versioning import (
     role_grant_id,
 )
 from app.sync.guards import MassRemovalBlocked, WorkspaceChanged, mass_removal_brake, who
+from app.sync.repairs import Repairs, future_repairs
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class BaselinePlan:
     changed_rows: list[dict[str, Any]]
     pairs_added: set[tuple[str, str]]
     pairs_removed: set[tuple[str, str]]
-    repairs: _Repairs  # times an earlier release let lie in the future
+    repairs: Repairs  # times an earlier release let lie in the future
     newly_seen: set[str]  # teammates a baseline lists for the first time
     expired_ghosts: set[str]  # ghost tombstones no delivery can still come for
     warnings: list[dict[str, str]]  # teammates left as they were, and why
@@ -145,17 +146,7 @@ def diff_baseline(
         if user.event_applied_at is not None and user.event_applied_at >= fetched.fetch_started_at
     }
     # Teammates Intercom listed but the store cannot hold: left as they are, and reported.
-    # (The longest email first, at C speed: nearly always there is nothing to look for.)
-    longest = max(map(len, filter(None, map(_EMAIL, wanted_users.values()))), default=0)
-    unstorable = (
-        {
-            uid: reason
-            for uid, wanted in wanted_users.items()
-            if (reason := store.unstorable_reason(wanted)) is not None
-        }
-        if longest > store.MAX_EMAIL_LENGTH
-        else {}
-    )
+    unstorable = _unstorable(wanted_users)
     # Rows this run leaves as they are (and, when they are active, keeps present).
     kept = newer_by_webhook | set(unstorable) if unstorable else newer_by_webhook
     warnings = [
@@ -189,7 +180,7 @@ def diff_baseline(
         max_removal_fraction,
     )
     to_remove += sorted(active_ids & ghosts)
-    repairs = _future_repairs(current, in_future - expired_ghosts, now)
+    repairs = future_repairs(current, in_future - expired_ghosts, now)
     for repair in repairs.served:
         if current.users[repair["id"]].active:
             changes.upsert(USER, repair["id"])
@@ -241,24 +232,9 @@ def diff_baseline(
     present_users = (set(wanted_users) - kept) | {
         uid for uid in kept if uid in current.users and current.users[uid].active
     }
-    # Comprehensions rather than loops of `set.add`: ~100,000 pairs at 10k teammates.
-    wanted_pairs = {(team.id, uid) for team in fetched.teams for uid in team.admin_ids}
-    wanted_pairs.update([(tid, admin.id) for admin in fetched.admins for tid in admin.team_ids])
-    takes_fetched = present_users - kept
-    usable = {pair for pair in wanted_pairs if pair[0] in wanted_teams and pair[1] in takes_fetched}
-    # A pair not usable names a team or teammate Intercom did not list, or a teammate a newer
-    # webhook owns; only the first kind is reported.
-    unknown = (
-        sum(1 for tid, uid in wanted_pairs if tid not in wanted_teams or uid not in wanted_users)
-        if len(usable) != len(wanted_pairs)
-        else 0
+    usable, unknown = _memberships(
+        fetched, current, wanted_users, wanted_teams, kept, present_users - kept
     )
-    if unknown:
-        logger.warning("ignored %d memberships naming unknown teammates or teams", unknown)
-    if kept:
-        usable.update(
-            (tid, uid) for tid, uid in current.memberships if uid in kept and tid in wanted_teams
-        )
     pairs_added = usable - current.memberships
     pairs_removed = current.memberships - usable
     changes.upsert_many(GRANT, [membership_grant_id(tid, uid) for tid, uid in pairs_added])
@@ -279,7 +255,91 @@ def diff_baseline(
         len(gone_teams),
     )
 
-    # Roles and their grants.
+    new_roles, renamed_roles, gone_roles = _roles(
+        fetched, current, kept, present_users, new_users, changed_rows, changes
+    )
+
+    return BaselinePlan(
+        current=current,
+        version_before=version_before,
+        version=version,
+        now=now,
+        stats=stats,
+        changes=changes,
+        unknown_references=unknown,
+        blocked=blocked,
+        new_teams=new_teams,
+        renamed=renamed,
+        gone_teams=gone_teams,
+        new_roles=new_roles,
+        renamed_roles=renamed_roles,
+        gone_roles=gone_roles,
+        new_users=new_users,
+        changed_rows=changed_rows,
+        pairs_added=pairs_added,
+        pairs_removed=pairs_removed,
+        repairs=repairs,
+        newly_seen=unseen & wanted_users.keys(),
+        expired_ghosts=expired_ghosts,
+        warnings=warnings,
+    )
+
+
+def _unstorable(wanted_users: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Why each teammate Intercom listed that the store cannot hold cannot be held."""
+    # The longest email first, at C speed: nearly always there is nothing to look for.
+    longest = max(map(len, filter(None, map(_EMAIL, wanted_users.values()))), default=0)
+    if longest <= store.MAX_EMAIL_LENGTH:
+        return {}
+    return {
+        uid: reason
+        for uid, wanted in wanted_users.items()
+        if (reason := store.unstorable_reason(wanted)) is not None
+    }
+
+
+def _memberships(
+    fetched: FetchedWorkspace,
+    current: store.Directory,
+    wanted_users: dict[str, dict[str, Any]],
+    wanted_teams: dict[str, str | None],
+    kept: set[str],
+    takes_fetched: set[str],
+) -> tuple[set[tuple[str, str]], int]:
+    """The memberships the store holds after this run, from both sides of the relation and
+    limited to what exists after it, and how many Intercom listed naming unknown teammates or
+    teams. Teammates in `kept` keep the memberships they have, in teams that still exist."""
+    # Comprehensions rather than loops of `set.add`: ~100,000 pairs at 10k teammates.
+    wanted_pairs = {(team.id, uid) for team in fetched.teams for uid in team.admin_ids}
+    wanted_pairs.update([(tid, admin.id) for admin in fetched.admins for tid in admin.team_ids])
+    usable = {pair for pair in wanted_pairs if pair[0] in wanted_teams and pair[1] in takes_fetched}
+    # A pair not usable names a team or teammate Intercom did not list, or a teammate a newer
+    # webhook owns; only the first kind is reported.
+    unknown = (
+        sum(1 for tid, uid in wanted_pairs if tid not in wanted_teams or uid not in wanted_users)
+        if len(usable) != len(wanted_pairs)
+        else 0
+    )
+    if unknown:
+        logger.warning("ignored %d memberships naming unknown teammates or teams", unknown)
+    if kept:
+        usable.update(
+            (tid, uid) for tid, uid in current.memberships if uid in kept and tid in wanted_teams
+        )
+    return usable, unknown
+
+
+def _roles(
+    fetched: FetchedWorkspace,
+    current: store.Directory,
+    kept: set[str],
+    present_users: set[str],
+    new_users: list[tuple[str, dict[str, Any]]],
+    changed_rows: list[dict[str, Any]],
+    changes: ChangeSet,
+) -> tuple[dict[str, str | None], dict[str, str | None], set[str]]:
+    """Roles to add, rename and remove (the roles present teammates hold), recorded in
+    `changes` with the role grants that `new_users` and `changed_rows` add or take away."""
     role_names: dict[str, str | None] = {}
     for admin in fetched.admins:
         if (
@@ -320,67 +380,4 @@ def diff_baseline(
                 changes.delete(GRANT, role_grant_id(old_role, uid))
             if new_role:
                 changes.upsert(GRANT, role_grant_id(new_role, uid))
-
-    return BaselinePlan(
-        current=current,
-        version_before=version_before,
-        version=version,
-        now=now,
-        stats=stats,
-        changes=changes,
-        unknown_references=unknown,
-        blocked=blocked,
-        new_teams=new_teams,
-        renamed=renamed,
-        gone_teams=gone_teams,
-        new_roles=new_roles,
-        renamed_roles=renamed_roles,
-        gone_roles=gone_roles,
-        new_users=new_users,
-        changed_rows=changed_rows,
-        pairs_added=pairs_added,
-        pairs_removed=pairs_removed,
-        repairs=repairs,
-        newly_seen=unseen & wanted_users.keys(),
-        expired_ghosts=expired_ghosts,
-        warnings=warnings,
-    )
-
-
-@dataclass
-class _Repairs:
-    """Rows an earlier release let a notification from the far future poison."""
-
-    served: list[dict[str, Any]] = field(default_factory=list)  # a served value changes
-    bookkeeping: list[dict[str, Any]] = field(default_factory=list)  # only watermarks change
-
-
-def _future_repairs(current: store.Directory, user_ids: set[str], now: datetime) -> _Repairs:
-    """Watermarks and sign-in or removal times later than `now` plus the allowed clock skew:
-    a watermark that lies in the future makes every genuine notification look older than it,
-    and a sign-in time there hides every real one. Watermarks are cleared (the next
-    notification sets them again), sign-in times cleared, removal times set to now."""
-    limit = now + store.MAX_FUTURE_SKEW
-    limit_ts = int(limit.timestamp())
-    repairs = _Repairs()
-    for uid in sorted(user_ids):
-        user = current.users[uid]
-        row: dict[str, Any] = {
-            "id": uid,
-            "event_watermark": _unless_future(user.event_watermark, limit_ts),
-            "away_watermark": _unless_future(user.away_watermark, limit_ts),
-            "last_logout_at": _unless_future(user.last_logout_at, limit),
-        }
-        login = _unless_future(user.last_login_at, limit)
-        removed_at = now if user.removed_at is not None and user.removed_at > limit else None
-        if login != user.last_login_at or removed_at is not None:
-            row.update(last_login_at=login, removed_at=removed_at or user.removed_at)
-            repairs.served.append(row)
-        else:
-            repairs.bookkeeping.append(row)
-        logger.warning("teammate %s had times in the future; cleared them", uid)
-    return repairs
-
-
-def _unless_future(value: Any, limit: Any) -> Any:
-    return None if value is not None and value > limit else value
+    return new_roles, renamed_roles, gone_roles

@@ -381,7 +381,8 @@ def test_logs_are_json_with_request_and_run_ids_and_no_secret_escapes_anywhere(
     run_lines = [
         line
         for line in lines
-        if line["logger"] in ("app.sync.baseline", "app.sync.plan", "app.intercom.client")
+        if line["logger"]
+        in ("app.sync.baseline", "app.sync.plan", "app.sync.repairs", "app.intercom.client")
     ]
     assert any("retrying" in line["message"] for line in run_lines)
     assert [line for line in run_lines if not line.get("run_id")] == []
