@@ -1,5 +1,6 @@
-"""Runs baselines: single-flight across processes, on a jittered schedule, at start-up, on an
-operator's request and, debounced, when webhooks say teams or roles changed.
+"""Runs baselines, single-flight across processes, whoever asks: the schedule (at start-up and
+on a jittered period, `app.sync.schedule`), an operator, and webhooks that say teams or roles
+changed (debounced, `app.sync.refresh`).
 
 Any process may queue a run (the store's active-run slot keeps it to one); the process that
 queued it executes it while holding the run lock (a PostgreSQL advisory lock, or a file lock
@@ -17,11 +18,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
+from functools import partial
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.exc import IntegrityError
@@ -35,21 +36,20 @@ from app.observability.metrics import SYNC_DURATION, SYNC_RUNS
 from app.settings import Settings
 from app.store import run_locks, sync_runs
 from app.store.engine import Database, describe_error
-from app.store.models import utcnow
 from app.store.sync_runs import RunStatus, RunTrigger, RunView
-from app.store.versioning import current_version, read_store_state
+from app.store.versioning import current_version
 from app.sync.baseline import (
-    FetchedWorkspace,
     MassRemovalBlocked,
     WorkspaceChanged,
-    apply_baseline,
     fetch_workspace,
 )
+from app.sync.outcome import apply_and_record, record_failure
+from app.sync.refresh import WebhookRefresh
+from app.sync.schedule import ReconcileSchedule
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10.0
-RECONCILE_JITTER = 0.1  # a reconcile period is the configured interval ± 10 %
 ProgressCallback = Callable[[str], None]
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -68,7 +68,6 @@ class SyncCoordinator:
         settings: Settings,
         client_factory: Callable[[], IntercomClient] | None,
         *,
-        on_version_change: Callable[[], Awaitable[None]] | None = None,
         after_baseline: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         # `after_baseline` runs after each successful run, once the run lock is let go: the
@@ -78,15 +77,19 @@ class SyncCoordinator:
         self._client_factory = client_factory
         self._owner = process_owner()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._scheduler: asyncio.Task[None] | None = None
-        self._refresh_task: asyncio.Task[None] | None = None
-        self._refresh_requested_at = 0.0
-        # Whether the pending refresh was asked for by an event that can change access; if
-        # not, when the earliest notification about a teammate not known yet that asked arrived.
-        self._refresh_for_access = False
-        self._refresh_unknown_since: datetime | None = None
         self._stopping = False
-        self._on_version_change = on_version_change
+        self._schedule = ReconcileSchedule(
+            db, settings, self._owner, self._enqueue_and_spawn, lambda: self._stopping
+        )
+        self._scheduler: asyncio.Task[None] | None = None
+        self._refresh = WebhookRefresh(
+            db,
+            settings,
+            self._owner,
+            self.request_run,
+            self._enqueue_and_spawn,
+            lambda: self._stopping,
+        )
         self._after_baseline = after_baseline
 
     # ----- requests -------------------------------------------------------------------------
@@ -135,70 +138,8 @@ class SyncCoordinator:
         await run_in_threadpool(self._writing, sync_runs.release_run, run_id, message=message)
 
     def request_refresh(self, *, unknown_since: datetime | None = None) -> None:
-        """Refetch teammates and teams soon, once per burst of requests.
-
-        A webhook that says access changed gets a run that fetches after it: if a run is
-        already fetching, another one follows. Notifications about teammates not known yet
-        (`unknown_since`: when the earliest of them arrived) only need some run that fetches
-        after they arrived, so one queued since then, on any replica, serves them.
-        """
-        self._refresh_requested_at = time.monotonic()
-        if unknown_since is None:
-            self._refresh_for_access = True
-        elif self._refresh_unknown_since is None or unknown_since < self._refresh_unknown_since:
-            self._refresh_unknown_since = unknown_since
-        if self._refresh_task is None or self._refresh_task.done():
-            self._refresh_task = asyncio.get_running_loop().create_task(self._debounced_refresh())
-
-    async def _debounced_refresh(self) -> None:
-        debounce = self._settings.webhook_refresh_debounce_seconds
-        first = time.monotonic()
-        # Wait for a quiet window, but no longer than five windows in a steady stream.
-        while not self._stopping:
-            quiet_for = time.monotonic() - self._refresh_requested_at
-            if quiet_for >= debounce or time.monotonic() - first >= 5 * debounce:
-                break
-            await asyncio.sleep(debounce - quiet_for)
-        try:
-            while not self._stopping:
-                if not self._refresh_for_access:
-                    await self._refresh_for_unknown_teammates()
-                    if not self._refresh_for_access:
-                        return
-                    continue  # access changed meanwhile: that needs a run fetching after it
-                run, created = await self.request_run(RunTrigger.WEBHOOK)
-                if created or run.status == RunStatus.QUEUED:
-                    return  # that run fetches after the request, so it sees the change
-                # A run already fetching may have read Intercom before the change: refetch
-                # after it.
-                await self._wait_for(run.id)
-        finally:
-            self._refresh_for_access = False
-            self._refresh_unknown_since = None
-
-    async def _refresh_for_unknown_teammates(self) -> None:
-        """Queue a run unless one is active or, on any replica, one fetched after the
-        notifications arrived: that is all they need."""
-        since = self._refresh_unknown_since or utcnow()
-
-        def not_served_yet(session: Session) -> bool:
-            return not sync_runs.fetches_after(sync_runs.latest_run(session), since)
-
-        def enqueue(session: Session) -> tuple[RunView | None, bool]:
-            run = sync_runs.enqueue_run_if_due(
-                session, trigger=RunTrigger.WEBHOOK, owner=self._owner, is_due=not_served_yet
-            )
-            return run, run is not None
-
-        await self._enqueue_and_spawn(enqueue, trigger=RunTrigger.WEBHOOK, force=False)
-
-    async def _wait_for(self, run_id: int) -> None:
-        while not self._stopping:
-            with self._db.reading() as session:
-                run = sync_runs.get_run(session, run_id)
-            if run is None or run.finished_at is not None:
-                return
-            await asyncio.sleep(0.2)
+        """Refetch teammates and teams soon, once per burst of requests (see WebhookRefresh)."""
+        self._refresh.request(unknown_since=unknown_since)
 
     # ----- execution ------------------------------------------------------------------------
 
@@ -340,7 +281,11 @@ class SyncCoordinator:
                     ),
                 )
             say("applying the difference to the store")
-            applying = asyncio.ensure_future(run_in_threadpool(self._apply, run_id, fetched, force))
+            applying = asyncio.ensure_future(
+                run_in_threadpool(
+                    apply_and_record, self._db, self._settings, run_id, fetched, force
+                )
+            )
             try:
                 view = await asyncio.shield(applying)
             except asyncio.CancelledError:
@@ -365,44 +310,6 @@ class SyncCoordinator:
                 error=("internal_error", describe_error(exc)),
                 exc_info=exc,
             )
-        if self._on_version_change is not None:
-            await self._on_version_change()
-        return view
-
-    def _apply(self, run_id: int, fetched: FetchedWorkspace, force: bool) -> RunView:
-        with self._db.writing() as session:
-            result = apply_baseline(
-                session,
-                fetched,
-                force=force,
-                max_removal_fraction=self._settings.max_removal_fraction,
-                keep_ghost_tombstones_for=timedelta(days=self._settings.webhook_retention_days),
-            )
-            state = read_store_state(session)
-            state.last_sync_at = utcnow()
-            view = sync_runs.finish_run(
-                session,
-                run_id,
-                status=RunStatus.SUCCEEDED,
-                stats=result.stats.as_dict(),
-                version_after=result.version_after,
-                warnings=result.warnings,
-            )
-        # Fields rather than a dict's repr, so that a JSON log can be queried by them.
-        logger.info(
-            "sync run %s succeeded: version %s -> %s, %d warnings",
-            run_id,
-            result.version_before,
-            result.version_after,
-            len(result.warnings),
-            extra={
-                "sync_status": RunStatus.SUCCEEDED,
-                "version_before": result.version_before,
-                "version_after": result.version_after,
-                **result.stats.as_dict(),
-                "warnings": len(result.warnings),
-            },
-        )
         return view
 
     async def _finish(
@@ -414,29 +321,13 @@ class SyncCoordinator:
         details: dict[str, Any] | None = None,
         exc_info: BaseException | None = None,
     ) -> RunView:
-        """Record a run that did not succeed, and say so in one warning with its code (a
-        start-up sync that fails has nobody watching but the log)."""
-
-        def finish() -> RunView:
-            with self._db.writing() as session:
-                return sync_runs.finish_run(
-                    session,
-                    run_id,
-                    status=status,
-                    error_code=error[0],
-                    error_message=error[1],
-                    error_details=details,
-                )
-
-        logger.warning(
-            "sync run %s %s: %s: %s",
+        """Record a run that did not succeed (see `record_failure`)."""
+        return await run_in_threadpool(
+            partial(record_failure, error=error, details=details, exc_info=exc_info),
+            self._db,
             run_id,
             status,
-            *error,
-            extra={"sync_status": status, "error_code": error[0]},
-            exc_info=exc_info,
         )
-        return await run_in_threadpool(finish)
 
     def _writing(
         self, write: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
@@ -469,16 +360,16 @@ class SyncCoordinator:
             except Exception:
                 logger.warning("could not heartbeat sync run %s", run_id, exc_info=True)
 
-    # ----- schedule -------------------------------------------------------------------------
+    # ----- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
+        self._scheduler = asyncio.get_running_loop().create_task(self._schedule.run())
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop scheduling, interrupt runs still fetching (releasing their slot), and wait up
         to `grace_seconds` for a run that is applying to commit."""
         self._stopping = True
-        for task in (self._scheduler, self._refresh_task, *self._tasks):
+        for task in (self._scheduler, self._refresh.task, *self._tasks):
             if task is not None:
                 task.cancel()
         if self._tasks:
@@ -497,100 +388,3 @@ class SyncCoordinator:
         task = asyncio.get_running_loop().create_task(wrapper())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _is_due(self, session: Session, trigger: RunTrigger, period: float) -> bool:
-        interval = self._settings.reconcile_interval_seconds
-        state = read_store_state(session)
-        last = sync_runs.latest_run(session)
-        last_queued = sync_runs.latest_started_at(session)
-        now = utcnow()
-        if state.last_sync_at is None:
-            if trigger == RunTrigger.STARTUP:
-                return True
-            # Never synced: retry, but no more often than every minute (or the interval).
-            return last_queued is None or now - last_queued > timedelta(
-                seconds=min(60.0, interval or 60.0)
-            )
-        if (
-            trigger == RunTrigger.STARTUP
-            and last is not None
-            and last.error_code == sync_runs.INTERRUPTED
-        ):
-            return True  # a restart cut the last run short: redo it
-        if interval <= 0:
-            return False
-        return seconds_until_reconcile(state.last_sync_at, last_queued, now, period, interval) == 0
-
-    def _seconds_until_due(self, period: float) -> float:
-        with self._db.reading() as session:
-            state = read_store_state(session)
-            last_queued = sync_runs.latest_started_at(session)
-        interval = self._settings.reconcile_interval_seconds
-        if state.last_sync_at is None:
-            return min(60.0, interval)
-        return seconds_until_reconcile(state.last_sync_at, last_queued, utcnow(), period, interval)
-
-    async def _request_if_due(self, trigger: RunTrigger, period: float) -> None:
-        """Queue (and execute here) a `trigger` run if one is due; the check and the queuing
-        are one serialized transaction, so replicas checking together queue one run."""
-
-        def enqueue(session: Session) -> tuple[RunView | None, bool]:
-            run = sync_runs.enqueue_run_if_due(
-                session,
-                trigger=trigger,
-                owner=self._owner,
-                is_due=lambda session: self._is_due(session, trigger, period),
-            )
-            return run, run is not None
-
-        await self._enqueue_and_spawn(enqueue, trigger=trigger, force=False)
-
-    async def _schedule(self) -> None:
-        interval = self._settings.reconcile_interval_seconds
-        try:
-            if self._settings.sync_on_startup:
-                await self._request_if_due(RunTrigger.STARTUP, interval)
-            if interval <= 0:
-                return
-            while not self._stopping:
-                # A period is drawn for each wait; waking at least once per interval re-reads
-                # what other replicas (and webhook or operator runs) did meanwhile.
-                period = reconcile_period(interval)
-                try:
-                    delay = await run_in_threadpool(self._seconds_until_due, period)
-                except Exception:
-                    logger.warning("reconcile schedule check failed", exc_info=True)
-                    delay = min(60.0, interval)
-                # The floor keeps a run that outlives half an interval from being polled for
-                # in a tight loop; it makes a reconcile at most a second late.
-                await asyncio.sleep(min(max(delay, min(1.0, interval / 20)), interval))
-                try:
-                    await self._request_if_due(RunTrigger.SCHEDULE, period)
-                except Exception:
-                    logger.warning("reconcile schedule check failed", exc_info=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("the reconcile scheduler stopped")
-
-
-def reconcile_period(interval: float, rng: random.Random | None = None) -> float:
-    """One reconcile period: RECONCILE_INTERVAL_SECONDS ± RECONCILE_JITTER, so that replicas
-    (and many deployments against one Intercom app) do not all sync at the same moment."""
-    return interval * (1 + (rng or random).uniform(-RECONCILE_JITTER, RECONCILE_JITTER))
-
-
-def seconds_until_reconcile(
-    last_sync_at: datetime,
-    last_queued_at: datetime | None,
-    now: datetime,
-    period: float,
-    interval: float,
-) -> float:
-    """How long until the next reconcile is due: one `period` after the last successful sync,
-    but never within half an interval of the last run queued anywhere (another replica's
-    reconcile, or one that failed and is retried at that pace). 0 when it is due now."""
-    due = last_sync_at + timedelta(seconds=period)
-    if last_queued_at is not None:
-        due = max(due, last_queued_at + timedelta(seconds=interval / 2))
-    return max(0.0, (due - now).total_seconds())

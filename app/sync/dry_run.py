@@ -1,6 +1,6 @@
 """`intercom-sync sync --dry-run`: a baseline's diff as lines to read, written nowhere.
 
-The diff is `plan_baseline`'s, the very one a real run writes, so what is printed is what a run
+The diff is `diff_baseline`'s, the very one a real run writes, so what is printed is what a run
 would do at that moment (a webhook applied in between can still change it).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from app.sync.baseline import BaselinePlan, FetchedWorkspace
+from app.sync.plan import BaselinePlan, FetchedWorkspace
 
 # Fields that `user_fields_from_admin` (app.intercom.models) derives rather than Intercom
 # sending them as such.

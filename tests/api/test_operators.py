@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from app.simulator import SimulatorServer
-from app.sync.coordinator import RECONCILE_JITTER, reconcile_period, seconds_until_reconcile
+from app.sync.schedule import RECONCILE_JITTER, reconcile_period, seconds_until_reconcile
 from harness.service import OPERATOR_TOKEN, READ_TOKEN, SIM_SECRET, SIM_TOKEN, ServiceServer
 from harness.waiting import wait_for
 

@@ -23,7 +23,7 @@ import pytest
 from app.simulator import SimulatorServer
 from app.simulator.records import SimAdmin
 from app.simulator.webhooks import admin_webhook_item, build_notification, encode_notification
-from app.sync.coordinator import RECONCILE_JITTER
+from app.sync.schedule import RECONCILE_JITTER
 from harness.service import (
     OPERATOR_TOKEN,
     ReplicaFactory,

@@ -379,11 +379,14 @@ def test_logs_are_json_with_request_and_run_ids_and_no_secret_escapes_anywhere(
     # Every line a run emits carries the run's id: the coordinator's, the baseline's, and the
     # Intercom client's retry warnings (logged from tasks and threads the run started).
     run_lines = [
-        line for line in lines if line["logger"] in ("app.sync.baseline", "app.intercom.client")
+        line
+        for line in lines
+        if line["logger"]
+        in ("app.sync.baseline", "app.sync.plan", "app.sync.repairs", "app.intercom.client")
     ]
     assert any("retrying" in line["message"] for line in run_lines)
     assert [line for line in run_lines if not line.get("run_id")] == []
     for line in lines:
         mentioned = re.match(r"sync run (\d+)", line["message"])
-        if line["logger"] == "app.sync.coordinator" and mentioned:
+        if line["logger"].startswith("app.sync.") and mentioned:
             assert line.get("run_id") == mentioned.group(1), line

@@ -1,0 +1,383 @@
+"""A baseline's diff as a pure function: what Intercom lists, against what the store holds,
+gives what a run would write.
+
+It exists apart from the reading and the writing (`app.sync.baseline`) so that the rules of a
+baseline (who is added, changed, removed or kept; which memberships, teams and roles follow;
+when the brake applies) can be read in one place and tested without a database, and so that
+`intercom-sync sync --dry-run` prints the very plan a run writes.
+
+Spec §9: what Intercom lists but the store cannot hold is left as it was and reported as a
+run warning; teammates only webhooks announced ("ghosts") are removed without counting
+toward the mass-removal brake; times an earlier release let lie in the future are repaired.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from operator import itemgetter
+from typing import Any
+
+from app.intercom.models import (
+    IntercomAdmin,
+    IntercomTeam,
+    IntercomWorkspace,
+    user_fields_from_admin,
+)
+from app.store import directory as store
+from app.store.versioning import (
+    GRANT,
+    ROLE,
+    TEAM,
+    USER,
+    ChangeSet,
+    membership_grant_id,
+    role_grant_id,
+)
+from app.sync.guards import MassRemovalBlocked, WorkspaceChanged, mass_removal_brake, who
+from app.sync.repairs import Repairs, future_repairs
+
+logger = logging.getLogger(__name__)
+
+# How long a ghost's tombstone is kept after the last notification about it (the default of
+# WEBHOOK_RETENTION_DAYS, which the service passes).
+GHOST_TOMBSTONE_DAYS = timedelta(days=7)
+_EMAIL = itemgetter("email")
+
+
+@dataclass
+class FetchedWorkspace:
+    """What Intercom says: the workspace, its teammates and its teams, as fetched."""
+
+    workspace: IntercomWorkspace
+    admins: list[IntercomAdmin]
+    teams: list[IntercomTeam]
+    fetch_started_at: datetime
+    roles_supported: bool
+
+
+@dataclass
+class StoredWorkspace:
+    """What the store holds, loaded by the caller (`app.sync.baseline.load_stored`)."""
+
+    workspace_id: str | None
+    version: int
+    directory: store.Directory
+    # Teammates no baseline has listed yet (see `User.seen_by_baseline`).
+    unseen: set[str] = field(default_factory=set)
+    # Teammates with a watermark, sign-in, sign-out or removal time past the diff's `now`
+    # plus the allowed skew (see `store.users_to_look_at`).
+    in_future: set[str] = field(default_factory=set)
+
+
+@dataclass
+class SyncStats:
+    users_added: int = 0
+    users_updated: int = 0
+    users_removed: int = 0
+    teams_added: int = 0
+    teams_updated: int = 0
+    teams_removed: int = 0
+    memberships_added: int = 0
+    memberships_removed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class BaselinePlan:
+    """What a baseline would write: the fetched workspace diffed against the store, before
+    anything is written. `write_baseline` writes it; `intercom-sync sync --dry-run` prints it."""
+
+    current: store.Directory
+    version_before: int
+    version: int  # the version the writes produce, if any
+    now: datetime
+    stats: SyncStats
+    changes: ChangeSet
+    unknown_references: int
+    blocked: MassRemovalBlocked | None  # the brake, if it applies (`force` lifts it)
+    new_teams: dict[str, str | None]
+    renamed: dict[str, str | None]
+    gone_teams: set[str]
+    new_roles: dict[str, str | None]
+    renamed_roles: dict[str, str | None]
+    gone_roles: set[str]
+    new_users: list[tuple[str, dict[str, Any]]]
+    changed_rows: list[dict[str, Any]]
+    pairs_added: set[tuple[str, str]]
+    pairs_removed: set[tuple[str, str]]
+    repairs: Repairs  # times an earlier release let lie in the future
+    newly_seen: set[str]  # teammates a baseline lists for the first time
+    expired_ghosts: set[str]  # ghost tombstones no delivery can still come for
+    warnings: list[dict[str, str]]  # teammates left as they were, and why
+
+
+def diff_baseline(
+    stored: StoredWorkspace,
+    fetched: FetchedWorkspace,
+    *,
+    now: datetime,
+    max_removal_fraction: float,
+    keep_ghost_tombstones_for: timedelta = GHOST_TOMBSTONE_DAYS,
+) -> BaselinePlan:
+    """What a baseline at `now` writes to make `stored` equal to `fetched`; reads nothing but
+    its arguments. Raises WorkspaceChanged when `fetched` is another workspace than the
+    store's; returns the brake in `blocked` rather than raising it (a dry run prints it)."""
+    if stored.workspace_id is not None and stored.workspace_id != fetched.workspace.id_code:
+        raise WorkspaceChanged(stored.workspace_id, fetched.workspace.id_code)
+    version_before = stored.version
+    version = version_before + 1  # the version these writes produce, if any
+    current = stored.directory
+    changes = ChangeSet()
+    stats = SyncStats()
+
+    wanted_users = {
+        admin.id: user_fields_from_admin(admin, roles_supported=fetched.roles_supported)
+        for admin in fetched.admins
+    }
+    wanted_teams = {team.id: team.name for team in fetched.teams}
+    # A webhook applied after this fetch began carries newer truth than the fetch.
+    newer_by_webhook = {
+        user.id
+        for user in current.users.values()
+        if user.event_applied_at is not None and user.event_applied_at >= fetched.fetch_started_at
+    }
+    # Teammates Intercom listed but the store cannot hold: left as they are, and reported.
+    unstorable = _unstorable(wanted_users)
+    # Rows this run leaves as they are (and, when they are active, keeps present).
+    kept = newer_by_webhook | set(unstorable) if unstorable else newer_by_webhook
+    warnings = [
+        {"resource_type": USER, "id": uid, "reason": reason} for uid, reason in unstorable.items()
+    ]
+    for warning in warnings:
+        logger.warning("teammate %s was left as it was: %s", warning["id"], warning["reason"])
+
+    # Teammates only webhooks ever announced, that Intercom does not list: ghosts (a stale,
+    # replayed or forged "added", or a removal of someone the store never knew). They do not
+    # count toward the brake, on either side of its fraction. An active ghost is removed like
+    # anyone else: its tombstone holds back a late or replayed "added" of the same or an
+    # earlier time. A ghost's tombstone is deleted outright once no delivery can plausibly
+    # still come for it: when no notification has touched it for `keep_ghost_tombstones_for`
+    # (the inbox keeps deliveries, and so deduplicates replays, that long).
+    unseen, in_future = stored.unseen, stored.in_future
+    ghosts = unseen - wanted_users.keys() - newer_by_webhook if unseen else set()
+    expire_before = now - keep_ghost_tombstones_for
+    expired_ghosts = {
+        uid
+        for uid in ghosts
+        if not current.users[uid].active
+        and (current.users[uid].event_applied_at or now) < expire_before
+    }
+    active_ids = {uid for uid, user in current.users.items() if user.active}
+    to_remove = sorted(active_ids - wanted_users.keys() - newer_by_webhook - ghosts)
+    blocked = mass_removal_brake(
+        [who(uid, current.users[uid].fields) for uid in to_remove],
+        len(active_ids - ghosts),
+        len(wanted_users),
+        max_removal_fraction,
+    )
+    to_remove += sorted(active_ids & ghosts)
+    repairs = future_repairs(current, in_future - expired_ghosts, now)
+    for repair in repairs.served:
+        if current.users[repair["id"]].active:
+            changes.upsert(USER, repair["id"])
+        else:
+            changes.delete(USER, repair["id"])
+        repair["updated_version"] = version
+
+    # Teams first: memberships refer to them.
+    new_teams = {tid: name for tid, name in wanted_teams.items() if tid not in current.teams}
+    renamed = {
+        tid: name
+        for tid, name in wanted_teams.items()
+        if tid in current.teams and current.teams[tid] != name
+    }
+    gone_teams = set(current.teams) - wanted_teams.keys()
+
+    # Users. New teammates are inserted from their `wanted` fields as they are (no second dict
+    # per row); changed and removed ones are updated row by row.
+    new_users: list[tuple[str, dict[str, Any]]] = []
+    changed_rows: list[dict[str, Any]] = []
+    for uid, wanted in wanted_users.items():
+        if uid in kept:
+            continue
+        existing = current.users.get(uid)
+        if existing is None:
+            new_users.append((uid, wanted))
+        elif existing.removed_at is not None or existing.fields != wanted:
+            changed_rows.append(
+                {"id": uid, **wanted, "removed_at": None, "updated_version": version}
+            )
+            if existing.removed_at is not None:
+                stats.users_added += 1
+            else:
+                stats.users_updated += 1
+            changes.upsert(USER, uid)
+    stats.users_added += len(new_users)
+    changes.upsert_many(USER, [uid for uid, _ in new_users])
+    for uid in to_remove:
+        existing = current.users[uid]
+        changed_rows.append(
+            {"id": uid, **existing.fields, "removed_at": now, "updated_version": version}
+        )
+        changes.delete(USER, uid)
+        stats.users_removed += 1
+    for uid in expired_ghosts:
+        changes.delete(USER, uid)  # served under `include_removed` until now
+
+    # Memberships: both sides of the relation, limited to what exists after this run.
+    present_users = (set(wanted_users) - kept) | {
+        uid for uid in kept if uid in current.users and current.users[uid].active
+    }
+    usable, unknown = _memberships(
+        fetched, current, wanted_users, wanted_teams, kept, present_users - kept
+    )
+    pairs_added = usable - current.memberships
+    pairs_removed = current.memberships - usable
+    changes.upsert_many(GRANT, [membership_grant_id(tid, uid) for tid, uid in pairs_added])
+    for tid, uid in pairs_removed:
+        changes.delete(GRANT, membership_grant_id(tid, uid))
+    stats.memberships_added = len(pairs_added)
+    stats.memberships_removed = len(pairs_removed)
+
+    for tid in new_teams:
+        changes.upsert(TEAM, tid)
+    for tid in renamed:
+        changes.upsert(TEAM, tid)
+    for tid in gone_teams:
+        changes.delete(TEAM, tid)
+    stats.teams_added, stats.teams_updated, stats.teams_removed = (
+        len(new_teams),
+        len(renamed),
+        len(gone_teams),
+    )
+
+    new_roles, renamed_roles, gone_roles = _roles(
+        fetched, current, kept, present_users, new_users, changed_rows, changes
+    )
+
+    return BaselinePlan(
+        current=current,
+        version_before=version_before,
+        version=version,
+        now=now,
+        stats=stats,
+        changes=changes,
+        unknown_references=unknown,
+        blocked=blocked,
+        new_teams=new_teams,
+        renamed=renamed,
+        gone_teams=gone_teams,
+        new_roles=new_roles,
+        renamed_roles=renamed_roles,
+        gone_roles=gone_roles,
+        new_users=new_users,
+        changed_rows=changed_rows,
+        pairs_added=pairs_added,
+        pairs_removed=pairs_removed,
+        repairs=repairs,
+        newly_seen=unseen & wanted_users.keys(),
+        expired_ghosts=expired_ghosts,
+        warnings=warnings,
+    )
+
+
+def _unstorable(wanted_users: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Why each teammate Intercom listed that the store cannot hold cannot be held."""
+    # The longest email first, at C speed: nearly always there is nothing to look for.
+    longest = max(map(len, filter(None, map(_EMAIL, wanted_users.values()))), default=0)
+    if longest <= store.MAX_EMAIL_LENGTH:
+        return {}
+    return {
+        uid: reason
+        for uid, wanted in wanted_users.items()
+        if (reason := store.unstorable_reason(wanted)) is not None
+    }
+
+
+def _memberships(
+    fetched: FetchedWorkspace,
+    current: store.Directory,
+    wanted_users: dict[str, dict[str, Any]],
+    wanted_teams: dict[str, str | None],
+    kept: set[str],
+    takes_fetched: set[str],
+) -> tuple[set[tuple[str, str]], int]:
+    """The memberships the store holds after this run, from both sides of the relation and
+    limited to what exists after it, and how many Intercom listed naming unknown teammates or
+    teams. Teammates in `kept` keep the memberships they have, in teams that still exist."""
+    # Comprehensions rather than loops of `set.add`: ~100,000 pairs at 10k teammates.
+    wanted_pairs = {(team.id, uid) for team in fetched.teams for uid in team.admin_ids}
+    wanted_pairs.update([(tid, admin.id) for admin in fetched.admins for tid in admin.team_ids])
+    usable = {pair for pair in wanted_pairs if pair[0] in wanted_teams and pair[1] in takes_fetched}
+    # A pair not usable names a team or teammate Intercom did not list, or a teammate a newer
+    # webhook owns; only the first kind is reported.
+    unknown = (
+        sum(1 for tid, uid in wanted_pairs if tid not in wanted_teams or uid not in wanted_users)
+        if len(usable) != len(wanted_pairs)
+        else 0
+    )
+    if unknown:
+        logger.warning("ignored %d memberships naming unknown teammates or teams", unknown)
+    if kept:
+        usable.update(
+            (tid, uid) for tid, uid in current.memberships if uid in kept and tid in wanted_teams
+        )
+    return usable, unknown
+
+
+def _roles(
+    fetched: FetchedWorkspace,
+    current: store.Directory,
+    kept: set[str],
+    present_users: set[str],
+    new_users: list[tuple[str, dict[str, Any]]],
+    changed_rows: list[dict[str, Any]],
+    changes: ChangeSet,
+) -> tuple[dict[str, str | None], dict[str, str | None], set[str]]:
+    """Roles to add, rename and remove (the roles present teammates hold), recorded in
+    `changes` with the role grants that `new_users` and `changed_rows` add or take away."""
+    role_names: dict[str, str | None] = {}
+    for admin in fetched.admins:
+        if (
+            fetched.roles_supported
+            and admin.role
+            and admin.id in present_users
+            and admin.id not in kept
+        ):
+            role_names[admin.role.id] = admin.role.name
+    for uid in kept:
+        if uid not in current.users:
+            continue
+        kept_role = current.users[uid].fields.get("role_id")
+        if kept_role and current.users[uid].active and kept_role not in role_names:
+            role_names[kept_role] = current.roles.get(kept_role)
+    new_roles = {rid: n for rid, n in role_names.items() if rid not in current.roles}
+    renamed_roles = {
+        rid: n for rid, n in role_names.items() if rid in current.roles and current.roles[rid] != n
+    }
+    gone_roles = set(current.roles) - role_names.keys()
+    for rid in (*new_roles, *renamed_roles):
+        changes.upsert(ROLE, rid)
+    for rid in gone_roles:
+        changes.delete(ROLE, rid)
+    role_changes = [(None, wanted["role_id"], uid) for uid, wanted in new_users]
+    for row in changed_rows:
+        before = current.users[row["id"]]
+        role_changes.append(
+            (
+                before.fields.get("role_id") if before.active else None,
+                row["role_id"] if row["removed_at"] is None else None,
+                row["id"],
+            )
+        )
+    for old_role, new_role, uid in role_changes:
+        if old_role != new_role:
+            if old_role:
+                changes.delete(GRANT, role_grant_id(old_role, uid))
+            if new_role:
+                changes.upsert(GRANT, role_grant_id(new_role, uid))
+    return new_roles, renamed_roles, gone_roles
