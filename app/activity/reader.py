@@ -134,12 +134,13 @@ class ActivityLogReader:
             await run_in_threadpool(self._write, store.clear_failure)
             logger.info(
                 "activity log read to %s: %d entries, %d calls, %d sign-ins applied, "
-                "%d access events stored",
+                "%d access events stored, %d refused as dated in the future",
                 outcome.read_to.isoformat() if outcome.read_to else None,
                 outcome.entries,
                 outcome.calls,
                 outcome.sign_ins_applied,
                 outcome.access_events_stored,
+                outcome.refused_future,
             )
         retention = timedelta(days=self._settings.access_event_retention_days)
         await run_in_threadpool(

@@ -55,7 +55,6 @@ class BaselineResult:
     version_before: int
     version_after: int
     changes: ChangeSet = field(default_factory=ChangeSet)
-    unknown_references: int = 0
     # Items Intercom listed that the store cannot hold, left as they were (spec §9).
     warnings: list[dict[str, str]] = field(default_factory=list)
 
@@ -175,6 +174,5 @@ def write_baseline(
         plan.version_before,
         version_after,
         plan.changes,
-        plan.unknown_references,
         plan.warnings,
     )
