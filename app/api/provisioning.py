@@ -22,6 +22,7 @@ from app.api.deps import ServicesDep
 from app.api.errors import ApiError
 from app.api.operators import require_operator
 from app.api.schemas import ErrorBody, ErrorDetail
+from app.core.timefmt import iso_microseconds
 from app.provisioning.request import (
     ADD_TEAM_MEMBER,
     REMOVE_TEAM_MEMBER,
@@ -186,7 +187,6 @@ def _request_hash(method: str, path: str, dry_run: bool, body: dict[str, Any]) -
 
 
 # The audit's times: UTC with microseconds (two requests can share a second).
-_AUDIT_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def record_view(record: records.RequestRecord) -> ProvisioningRecord:
@@ -205,7 +205,6 @@ def record_view(record: records.RequestRecord) -> ProvisioningRecord:
     error = None
     if record.error_code:
         error = ErrorDetail(code=record.error_code, message=record.error_message or "")
-    finished_at = record.finished_at
     return ProvisioningRecord(
         id=record.id,
         action=record.action,
@@ -213,8 +212,8 @@ def record_view(record: records.RequestRecord) -> ProvisioningRecord:
         team_id=record.team_id,
         dry_run=record.dry_run,
         result=record.result,
-        requested_at=record.requested_at.strftime(_AUDIT_TIME),
-        finished_at=finished_at.strftime(_AUDIT_TIME) if finished_at is not None else None,
+        requested_at=iso_microseconds(record.requested_at),
+        finished_at=iso_microseconds(record.finished_at),
         requested_by=record.requested_by,
         intercom=intercom,
         error=error,

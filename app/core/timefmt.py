@@ -1,8 +1,8 @@
 """Times as the service writes them in JSON: UTC with a `Z`, in one of two precisions.
 
 Both are on the wire, and each route keeps the one it has always sent: whole seconds for the
-snapshot, the pages, `/readyz` and `/webhook-events`; microseconds for `/sync-runs` and the
-`/resync` answer."""
+snapshot, the pages, `/readyz` and `/webhook-events`; microseconds for `/sync-runs`, the
+`/resync` answer and provisioning records."""
 
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ from app.provisioning.request import (
 )
 from app.provisioning.store_apply import apply_confirmed_members
 from app.settings import Settings
+from app.store import locks
 from app.store import provisioning as records
 from app.store.engine import Database
 
@@ -103,10 +104,10 @@ class TeamMemberChange:
         finally:
             await run_in_threadpool(lock.release)
 
-    async def _team_lock(self, team_id: str) -> records.TeamLock:
+    async def _team_lock(self, team_id: str) -> locks.TeamLock:
         deadline = time.monotonic() + TEAM_LOCK_WAIT_SECONDS
         while True:
-            lock = await run_in_threadpool(records.try_team_lock, self._db, team_id)
+            lock = await run_in_threadpool(locks.try_team_lock, self._db, team_id)
             if lock is not None:
                 return lock
             if time.monotonic() >= deadline:

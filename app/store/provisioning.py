@@ -1,45 +1,29 @@
-"""Provisioning-request records (spec §10 "Audit") and the per-team write lock.
+"""Provisioning-request records (spec §10 "Audit"); the per-team write lock is in app.store.locks.
 
 A record is inserted before Intercom is called and finished after. With an `Idempotency-Key`
 the insert itself claims the key: the unique constraint on (key, token fingerprint) makes two
 requests racing with one key, on any replicas, end with one claim; the loser reads the
 winner's record.
-
-Changing a team's members is a read-modify-write of Intercom's whole member list, so writes to
-one team are serialized across every process sharing the store: on PostgreSQL with a session
-advisory lock on a hash of the team id, held on a dedicated connection (no transaction stays
-open while Intercom answers); on SQLite with an exclusive `flock` on a file beside the database
-(`<database>.team-lock`, one lock for all teams: a SQLite store has few writers). Both are
-dropped by the operating system or the server when their process dies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.store.engine import Database
 from app.store.models import ProvisioningRequest, utcnow
 
-if sys.platform != "win32":
-    import fcntl
-
 logger = logging.getLogger(__name__)
 
-# PostgreSQL advisory lock class for team writes (sync_runs uses 0x1C5_0002 and 0x1C5_0003 as
-# single keys; the two-key form below lives in a key space of its own).
-TEAM_LOCK_CLASS = 0x1C5_0004
 # A record still unfinished this long after it started lost its process (a request is
 # bounded by Intercom's 30 s retry budget and the team lock's wait).
 ABANDON_AFTER = timedelta(minutes=10)
@@ -220,93 +204,3 @@ def abandon_unfinished(session: Session, *, older_than: datetime) -> int:
         )
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-# -- the per-team lock -------------------------------------------------------------------------
-
-
-def team_lock_key(team_id: str) -> int:
-    """A signed 32-bit hash of the team id (the second key of a two-key advisory lock)."""
-    digest = hashlib.sha256(team_id.encode()).digest()
-    return int.from_bytes(digest[:4], "big", signed=True)
-
-
-class TeamLock:
-    """Held while one team's members are read from Intercom, written and stored."""
-
-    def __init__(
-        self, connection: Connection | None, key: int | None, fd: int | None = None
-    ) -> None:
-        self._connection = connection
-        self._key = key
-        self._fd = fd
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # drops the flock
-            _SQLITE_THREAD_LOCK.release()
-        connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        try:
-            connection.execute(select(func.pg_advisory_unlock(TEAM_LOCK_CLASS, self._key)))
-        except Exception:
-            logger.warning("could not release a team lock; dropping its connection")
-            connection.invalidate()
-        finally:
-            connection.close()
-
-
-# flock is per open file description, so threads of one process already exclude each other;
-# the thread lock only spares them the file system.
-_SQLITE_THREAD_LOCK = threading.Lock()
-
-
-def try_team_lock(db: Database, team_id: str) -> TeamLock | None:
-    """Take the write lock of `team_id` if it is free, else None at once. Never waits, so a
-    caller polls from the event loop rather than parking worker threads, which the holder of
-    the lock needs to finish and let go."""
-    if db.is_sqlite:
-        if not _SQLITE_THREAD_LOCK.acquire(blocking=False):
-            return None
-        path = _sqlite_lock_path(db.engine.url.database)
-        if path is None:
-            return TeamLock(None, None, _dummy_fd())
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            _SQLITE_THREAD_LOCK.release()
-            return None
-        except BaseException:
-            os.close(fd)
-            _SQLITE_THREAD_LOCK.release()
-            raise
-        return TeamLock(None, None, fd)
-    key = team_lock_key(team_id)
-    connection = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        taken = connection.execute(select(func.pg_try_advisory_lock(TEAM_LOCK_CLASS, key))).scalar()
-    except BaseException:
-        connection.invalidate()
-        connection.close()
-        raise
-    if not taken:
-        connection.close()
-        return None
-    return TeamLock(connection, key)
-
-
-def _dummy_fd() -> int:
-    """An in-memory SQLite store has no file to lock; the thread lock alone serializes."""
-    return os.open(os.devnull, os.O_RDONLY)
-
-
-def _sqlite_lock_path(database: str | None) -> str | None:
-    if sys.platform == "win32" or not database or database == ":memory:":
-        return None
-    if database.startswith("file:"):
-        return None
-    return f"{database}.team-lock"

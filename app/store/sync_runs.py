@@ -1,7 +1,7 @@
 """Sync-run records. At most one run is queued or running across every process: the row's
 `active` column is 1 only then, under a unique constraint. A run whose owner stops
 heartbeating (a crashed process) is marked failed after the lease, which frees the slot, and
-one whose owner's run lock is free (app.store.run_locks) is marked failed at once."""
+one whose owner's run lock is free (app.store.locks) is marked failed at once."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.observability.logs import scrub
+from app.store.locks import lock_enqueue, run_lock_is_free
 from app.store.models import SyncRun, utcnow
-from app.store.run_locks import lock_enqueue, run_lock_is_free
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from app.intercom.errors import IntercomError
 from app.observability.logs import run_id_var
 from app.observability.metrics import SYNC_DURATION, SYNC_RUNS
 from app.settings import Settings
-from app.store import run_locks, sync_runs
+from app.store import locks, sync_runs
 from app.store.engine import Database, describe_error
 from app.store.sync_runs import RunStatus, RunTrigger, RunView
 from app.store.versioning import current_version
@@ -177,8 +177,8 @@ class SyncCoordinator:
         token = run_id_var.set(str(run_id))
         started = time.monotonic()
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(run_id))
-        lock: run_locks.RunLock | None = None
-        acquiring = asyncio.ensure_future(run_in_threadpool(run_locks.acquire_run_lock, self._db))
+        lock: locks.RunLock | None = None
+        acquiring = asyncio.ensure_future(run_in_threadpool(locks.acquire_run_lock, self._db))
         try:
             try:
                 lock = await asyncio.shield(acquiring)
@@ -223,7 +223,7 @@ class SyncCoordinator:
     async def _execute_locked(
         self,
         run_id: int,
-        lock: run_locks.RunLock | None,
+        lock: locks.RunLock | None,
         *,
         force: bool,
         progress: ProgressCallback | None,

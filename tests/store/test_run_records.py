@@ -14,7 +14,7 @@ from sqlalchemy import text
 import app.store
 from app.store import sync_runs
 from app.store.engine import Database
-from app.store.run_locks import acquire_run_lock, run_lock_is_free
+from app.store.locks import acquire_run_lock, run_lock_is_free
 from app.store.sync_runs import RunStatus, RunTrigger
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 OWN_CONNECTION_OR_TRANSACTIONS = {
     # The run lock outlives every transaction of the run: on PostgreSQL it needs a connection
     # of its own.
-    "app.store.run_locks.acquire_run_lock",
+    "app.store.locks.acquire_run_lock",
     # Like the run lock, a provisioning team lock is a session lock on a connection of its own.
-    "app.store.provisioning.try_team_lock",
+    "app.store.locks.try_team_lock",
     # Reads the key, may expire an abandoned claim, then inserts, retrying on a lost race: several
     # transactions by design.
     "app.store.provisioning.start_request",
