@@ -1,4 +1,4 @@
-"""`intercom-sync serve | sync | migrate | check | demo` (spec §2, §9).
+"""`intercom-sync serve | sync | migrate | check | demo`.
 
 Ctrl-C: `serve` and `demo` stop cleanly and exit 0 (that is how they are stopped); any other
 command cut short says so in one line and exits 130, as shells expect of an interrupt."""
@@ -155,7 +155,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             )
             return 1
         if result.status == RunStatus.SUCCEEDED:
-            for warning in result.warnings:  # items left as they were (spec §9)
+            for warning in result.warnings:  # items left as they were
                 print(f"warning: {warning['resource_type']} {warning['id']}: {warning['reason']}")
             # The outcome stays the last line, for scripts that read it.
             print("\n".join([*describe_stats(result.stats), f"sync succeeded (run {result.id})"]))

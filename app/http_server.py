@@ -1,5 +1,5 @@
-"""How `intercom-sync serve` (and so the container) runs uvicorn, with the HTTP edge limits of
-spec §9 held by the server itself, without a proxy in front of it:
+"""How `intercom-sync serve` (and so the container) runs uvicorn, with the HTTP edge limits
+held by the server itself, without a proxy in front of it:
 
 - a request whose header block (request line and header lines) is over 16 KiB is answered 431
   and the connection closed;

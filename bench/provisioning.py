@@ -1,4 +1,4 @@
-"""Provisioning end to end (spec §10, issue 19): what a removal and a team change cost in
+"""Provisioning end to end (issue 19): what a removal and a team change cost in
 Intercom calls and in time until C1's next poll sees them.
 
 Against `intercom-sync serve` and the simulator, after a baseline of the workspace, each

@@ -49,7 +49,7 @@ class _Deliveries:
         self.admins = admin_sample(workspace)
         self.app_id = workspace.id_code
         # In the past: ranges of a million indexes lie ahead of it, and a notification created
-        # more than 5 minutes after its receipt is refused (spec §9).
+        # more than 5 minutes after its receipt is refused.
         self.base_created_at = int(time.time()) - 100_000_000
         self.next_start = 0
 

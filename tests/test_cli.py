@@ -1,4 +1,4 @@
-"""The command line (spec §2) as real subprocesses: `sync`, `migrate`, `alembic upgrade head`
+"""The command line as real subprocesses: `sync`, `migrate`, `alembic upgrade head`
 from the repository root, and `serve` migrating an empty database before it listens."""
 
 from __future__ import annotations

@@ -245,7 +245,7 @@ class ImageCommand(ServiceProcess):
 def test_the_image_command_refuses_oversized_header_blocks_without_a_proxy(
     database_url: str, sim: SimulatorServer, tmp_path: Path
 ) -> None:
-    """spec §9: the limits hold in the container itself, that is, in what its command runs."""
+    """: the limits hold in the container itself, that is, in what its command runs."""
     server = ImageCommand(
         service_env(database_url, sim), log_path=tmp_path / "image.log", port=free_port()
     ).start()

@@ -1,4 +1,4 @@
-"""The HTTP edges `intercom-sync serve` holds without a proxy (spec §9): a header block over
+"""The HTTP edges `intercom-sync serve` holds without a proxy: a header block over
 16 KiB is refused, a client that does not finish its headers in time is disconnected, and a
 request the parser cannot read gets the JSON error shape. All over real sockets to a real
 `serve` process."""
@@ -214,7 +214,7 @@ def closed_within_patience(sock: socket.socket) -> bytes:
 
 
 def test_the_default_deadline_disconnects_a_stalled_client(served: ServiceProcess) -> None:
-    assert HEADER_TIMEOUT_SECONDS == 10.0  # spec §9; `serve` above runs with the default
+    assert HEADER_TIMEOUT_SECONDS == 10.0  # ; `serve` above runs with the default
     with connect(served.port) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Half: ")
         answer = closed_within_patience(sock)

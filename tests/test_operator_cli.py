@@ -1,4 +1,4 @@
-"""Operators see what a run would do (spec §9, issue 17.11-17.12), through the real console
+"""Operators see what a run would do (issue 17.11-17.12), through the real console
 script against the simulator: `sync --dry-run` prints the diff and writes nothing, a blocked
 run names who it would remove (in `/sync-runs/{id}` and on the CLI), `sync` prints a line per
 retry or rate-limit wait, `--version`, `check`, the simulator's Ctrl-C and busy port, and the

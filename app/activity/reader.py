@@ -1,4 +1,4 @@
-"""Reads Intercom's admin activity log after each successful baseline (spec §11).
+"""Reads Intercom's admin activity log after each successful baseline.
 
 From the stored cursor (the first time, `ACTIVITY_LOG_BACKFILL_DAYS` back) up to the moment of
 reading, in windows of at most 30 days: with API 2.16+ `POST /admins/activity_logs/search`

@@ -1,4 +1,4 @@
-"""What `GET /api/v1/access-events` and `GET /api/v1/reports/dormant` answer (spec §11)."""
+"""What `GET /api/v1/access-events` and `GET /api/v1/reports/dormant` answer."""
 
 from __future__ import annotations
 

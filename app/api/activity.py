@@ -1,4 +1,4 @@
-"""Usage evidence under `/api/v1` (read token, spec §11): access events and dormant seats."""
+"""Usage evidence under `/api/v1` (read token): access events and dormant seats."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bearer-token checks for the C1 read API and the operator endpoints (spec §1, §7)."""
+"""Bearer-token checks for the C1 read API and the operator endpoints."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Provisioning endpoints (spec §10, provisioning token) and their audit list (operator token).
+"""Provisioning endpoints (provisioning token) and their audit list (operator token).
 
 The routes parse and check the request's syntax (ids, body, `Idempotency-Key`) before
 anything is recorded or sent; app/provisioning/service.py does the rest. The audit records it

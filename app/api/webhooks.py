@@ -1,4 +1,4 @@
-"""`POST /webhooks/intercom` and `HEAD /webhooks/intercom` (spec §3.1).
+"""`POST /webhooks/intercom` and `HEAD /webhooks/intercom`.
 
 What a delivery gets is decided by `app.webhooks.receive.take_delivery`. Deliveries that state
 their length (Intercom's do) are taken by `WebhookFastPath` ahead of FastAPI's routing and

@@ -36,11 +36,11 @@ class ActivityCategory(StrEnum):
 
 
 # The categories whose events can change who has access to what, so the served snapshot may
-# be stale until Intercom is read again (spec §9 "Refresh economy").
+# be stale until Intercom is read again.
 REFRESH_CATEGORIES = frozenset(
     {ActivityCategory.LIFECYCLE, ActivityCategory.RIGHTS, ActivityCategory.TEAMS}
 )
-# The categories an access review wants to see as events (spec §11: everything but successful
+# The categories an access review wants to see as events (everything but successful
 # sign-ins, sign-outs and noise).
 ACCESS_EVENT_CATEGORIES = frozenset(
     {
@@ -125,7 +125,7 @@ ACTIVITY_TYPES: dict[str, ActivityCategory] = {
 }
 
 
-# The entry that sets a teammate's last login (spec §11).
+# The entry that sets a teammate's last login.
 SIGN_IN_SUCCESS = "admin_login_success"
 ACCESS_EVENT_TYPES = frozenset(
     name for name, category in ACTIVITY_TYPES.items() if category in ACCESS_EVENT_CATEGORIES

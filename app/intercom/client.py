@@ -119,7 +119,7 @@ def _header_problem(header: str) -> str:
 
 
 class IntercomClient:
-    """Reads `/me`, `/admins`, `/teams` and a team by id, with retries per spec §4."""
+    """Reads `/me`, `/admins`, `/teams` and a team by id, with retries."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""How long to wait before trying Intercom again (spec §4): the bounds a caller configures, the
+"""How long to wait before trying Intercom again: the bounds a caller configures, the
 wait a rate limit asks for, and the backoff between other failures.
 
 Reads and writes retry the same failures (`errors.RETRYABLE`) on different terms: a read

@@ -1,4 +1,4 @@
-"""Text from Intercom, made storable on the way in (spec §9, "No value stops a sync").
+"""Text from Intercom, made storable on the way in.
 
 PostgreSQL refuses NUL in text, and neither driver can encode a lone UTF-16 surrogate, which a
 JSON body may carry as an escape (`"\\ud800"`). One such character in one teammate's name used

@@ -1,4 +1,4 @@
-"""Writes to Intercom (provisioning, spec §10), additive to the client's reads: a write names
+"""Writes to Intercom (provisioning), additive to the client's reads: a write names
 its own `Intercom-Version` (the endpoints exist only in some versions, whatever the reads use)
 and retries 429/5xx within a time budget rather than a number of waits, because someone (C1)
 is waiting for the answer. It also keeps Intercom's own error code (`intercom_code`), which the

@@ -47,7 +47,7 @@ INTERCOM_REQUESTS = Counter(
 )
 PROVISIONING_REQUESTS = Counter(
     "intercom_sync_provisioning_requests_total",
-    "Provisioning requests (spec §10), by action and result (`replayed` for a repeated "
+    "Provisioning requests, by action and result (`replayed` for a repeated "
     "Idempotency-Key answered from its first answer).",
     ["action", "result"],
     registry=REGISTRY,

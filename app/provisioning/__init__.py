@@ -1,2 +1,2 @@
-"""Provisioning (spec §10): C1 removes teammates and changes team members through this service,
+"""Provisioning: C1 removes teammates and changes team members through this service,
 which calls Intercom and, once Intercom confirms, records the change in the store at once."""

@@ -1,4 +1,4 @@
-"""The checks a destructive request passes before anything is sent (spec §10): the store is
+"""The checks a destructive request passes before anything is sent: the store is
 synced and knows the teammate and team; protected teammates (PROTECTED_ADMIN_IDS, the
 reassignment target, the token's own teammate) are never removed; a team is never emptied nor
 grown past what Intercom accepts. Each failed check is a `Refusal`.

@@ -1,6 +1,6 @@
 """How provisioning reaches Intercom: a client per request (or a refusal when no token is
 configured), the token's own teammate (learned from `GET /me` once per process), and
-Intercom's failures turned into our answers (spec §10).
+Intercom's failures turned into our answers.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _retry_after(exc: IntercomError) -> str:
 def refusal_for(
     exc: IntercomError, method: str, path: str, body: dict[str, Any] | None, *, removal: bool
 ) -> Refusal:
-    """Intercom's failure as our answer (spec §10): 401/403 → 502 `intercom_refused` naming
+    """Intercom's failure as our answer: 401/403 → 502 `intercom_refused` naming
     what is missing; 429/5xx (after the retry budget) → 503 `intercom_unavailable`."""
     call = (method, path, body, exc.status)
     short = path.split("?", 1)[0]

@@ -1,4 +1,4 @@
-"""Removing a teammate from the workspace (`DELETE /admins/remove`, spec §10): the checks of
+"""Removing a teammate from the workspace (`DELETE /admins/remove`): the checks of
 the store and the guard rails, the reassignment of what they own, the call, and the removal
 stored at once once Intercom confirms it.
 """

@@ -1,4 +1,4 @@
-"""The provisioning requests (spec §10): remove a teammate from the workspace, add one to a
+"""The provisioning requests: remove a teammate from the workspace, add one to a
 team, take one out of a team, with the guard rails a destructive call needs.
 
 Every request that passes the syntax checks gets an audit record before Intercom is called

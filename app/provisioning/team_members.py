@@ -1,4 +1,4 @@
-"""Adding a teammate to a team or taking one out (`PUT /teams/{id}`, Preview, spec §10).
+"""Adding a teammate to a team or taking one out (`PUT /teams/{id}`, Preview).
 
 Intercom takes a team's whole member list, so a change is a read-modify-write: read the team,
 send the list with the one teammate added or taken out, store what Intercom confirms. Writes

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     intercom_max_attempts: int = Field(default=5, ge=1)
     intercom_max_rate_limit_wait_seconds: float = Field(default=60.0, ge=0)
     intercom_backoff_initial_seconds: float = Field(default=0.8, ge=0)
-    # Spec §11: usage evidence from Intercom's admin activity log.
+    # Usage evidence from Intercom's admin activity log.
     activity_log_enabled: bool = True
     activity_log_backfill_days: int = Field(default=90, ge=1, le=730)
     access_event_retention_days: float = Field(default=400, gt=0)

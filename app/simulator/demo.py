@@ -137,7 +137,7 @@ Press Ctrl-C to stop.""",
 
 
 def _remove_through_the_api(base: str, sim: SimulatorServer, *, skip: set[str]) -> None:
-    """Provisioning (spec §10): C1 removes a teammate through the service, which calls
+    """Provisioning: C1 removes a teammate through the service, which calls
     Intercom's DELETE /admins/remove and stores the removal at once."""
     # The simulator sends admin.removed_from_workspace to the service, as Intercom would.
     httpx.put(f"{sim.url}/_sim/provisioning", json={"webhook_urls": [f"{base}/webhooks/intercom"]})

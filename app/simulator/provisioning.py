@@ -1,4 +1,4 @@
-"""The simulator's write endpoints, as Intercom documents them (reference §9), and their switches.
+"""The simulator's write endpoints, as Intercom documents them, and their switches.
 
 - ``DELETE /admins/remove`` (API 2.17 and Preview; other versions 404): query ``admin_id`` and
   all four ``reassign_*`` (any missing: 404, not 200; ``0`` = leave unassigned). Without the

@@ -15,7 +15,7 @@ from app.store.reads import SnapshotRows
 
 
 def build_snapshot(rows: SnapshotRows, *, roles_enabled: bool) -> dict[str, Any]:
-    """The whole state of the world at `rows.header.version` (spec §3.3)."""
+    """The whole state of the world at `rows.header.version`."""
     links = link(rows, roles_enabled=roles_enabled)
     users = [
         shapes.user_object(row, links.team_ids_by_user[row.id], roles_enabled=roles_enabled)

@@ -1,4 +1,4 @@
-"""Baton-shaped JSON objects (spec §3.3). Ids are Intercom's ids as strings; entitlement and
+"""Baton-shaped JSON objects. Ids are Intercom's ids as strings; entitlement and
 grant ids follow baton-sdk's `{type}:{id}:{slug}` and `{entitlement}:{type}:{id}` byte for byte,
 because C1 keys configuration on them."""
 
@@ -12,7 +12,7 @@ from app.store.versioning import membership_grant_id, role_grant_id, workspace_g
 USER_RESOURCE_TYPE = {"id": "user", "display_name": "User", "traits": ["user"]}
 TEAM_RESOURCE_TYPE = {"id": "team", "display_name": "Team", "traits": ["group"]}
 ROLE_RESOURCE_TYPE = {"id": "role", "display_name": "Role", "traits": ["role"]}
-# The workspace itself, so that C1 can revoke a teammate's access to it (spec §3.3, §10).
+# The workspace itself, so that C1 can revoke a teammate's access to it.
 WORKSPACE_RESOURCE_TYPE = {"id": "workspace", "display_name": "Workspace", "traits": []}
 
 

@@ -1,4 +1,4 @@
-"""The paginated views, single resources and change feed of the C1 API (spec §3.3).
+"""The paginated views, single resources and change feed of the C1 API.
 
 Pages are keyset pages ordered by id, so paging while webhooks change the store never skips
 or repeats an item that did not change; each page is read in one transaction and states the

@@ -1,4 +1,4 @@
-"""The store side of the activity log (spec §11): the read cursor, access events, last sign-ins,
+"""The store side of the activity log: the read cursor, access events, last sign-ins,
 and the queries behind `GET /api/v1/access-events` and the dormant-seat report."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from app.store.versioning import (
 )
 
 _IN_CHUNK = 500
-# Spec §9: a sign-in time more than this past the moment of reading is refused (the log
+# A sign-in time more than this past the moment of reading is refused (the log
 # reader and the webhook applier alike).
 MAX_FUTURE = timedelta(minutes=5)
 # A sign-in the log reports within this many seconds before the stored one is taken for the

@@ -58,7 +58,7 @@ def typed_driver_rows(connection: Connection, statement: AnySelect) -> list[tupl
 
 
 # Page cache of a connection during a bulk write (SQLite's default is 2 MiB). A first baseline
-# of 10k teammates writes ~12 MB of pages, 50k ~60 MB; with the default cache SQLite spills
+# of a large workspace writes many times that in pages; with the default cache SQLite spills
 # dirty pages into the WAL mid-transaction and reads them back as it keeps writing.
 BULK_WRITE_CACHE_KIB = 131_072
 

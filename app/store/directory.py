@@ -48,13 +48,13 @@ USER_FIELDS = (
     "account_type",
 )
 AWAY_FIELDS = ("away_mode_enabled", "away_mode_reassign")
-# An email is an identity, never clipped to fit (spec §9): a teammate whose email is longer
+# An email is an identity, never clipped to fit: a teammate whose email is longer
 # than its column is kept as it was and reported, not stored with a cut address.
 MAX_EMAIL_LENGTH = cast(String, User.__table__.c.email.type).length or 0
 
 
-# How far past the receiving clock a notification's `created_at` (or any sign-in time) may lie
-# (spec §9): a little for clocks that disagree, never the far future, which would become a
+# How far past the receiving clock a notification's `created_at` (or any sign-in time) may lie:
+# a little for clocks that disagree, never the far future, which would become a
 # watermark that hides every genuine notification after it.
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 
@@ -139,7 +139,7 @@ assert [column.key for column in STORED_USER_COLUMNS[len(USER_FIELDS) + 1 :]] ==
 
 def load_directory(session: Session) -> Directory:
     """The whole directory, for a baseline's diff: ~60,000 rows at 10k teammates, so as the
-    driver's own tuples rather than through SQLAlchemy's result rows (half the cost of a
+    driver's own tuples rather than through SQLAlchemy's result rows (a large part of a
     no-change baseline's apply went there). Teammates' values go through their columns'
     result processors (booleans, UTC datetimes), skipped for NULL, which they return as is."""
     connection = session.connection()
@@ -320,10 +320,10 @@ def _suspend_membership_upkeep(connection: Connection) -> list[ExecutableDDLElem
 
     SQLite: rows arrive in primary-key order but in random `user_id` order, so each lands on
     another page of `ix_membership_user_id`; at 50k teammates (250,000 rows) that index
-    outgrows the page cache and its upkeep took 2/3 of the insert. CREATE INDEX sorts once.
+    outgrows the page cache and its upkeep dominated the insert. CREATE INDEX sorts once.
 
     PostgreSQL: the two foreign keys are checked by a trigger per row, each a lookup that also
-    locks the team and teammate rows: ~85 % of the insert. ADD CONSTRAINT validates all rows
+    locks the team and teammate rows: most of the insert. ADD CONSTRAINT validates all rows
     with one join. Dropping a foreign key takes ACCESS EXCLUSIVE locks on the three tables
     until the commit, so they are taken NOWAIT first: if any reader holds one, the insert goes
     the ordinary way (waiting could deadlock with a reader that goes on to another of these

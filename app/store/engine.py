@@ -132,7 +132,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 # Every engine is made with `hide_parameters=True`: an error's message and a logged traceback
-# then show no bound values, which are teammates' names and emails (spec §9).
+# then show no bound values, which are teammates' names and emails.
 def create_database(url: str, *, pool_size: int = 10) -> Database:
     """Open the store at `url` (`sqlite:///…` or `postgresql://…`)."""
     normalized = normalize_database_url(url)

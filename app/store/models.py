@@ -97,7 +97,7 @@ class User(Base):
     last_login_method: Mapped[str | None] = mapped_column(String(64))
     last_logout_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # `created_at` of the newest state notification applied (spec §3.1 ordering rule).
+    # `created_at` of the newest state notification applied (ordering rule).
     event_watermark: Mapped[int | None] = mapped_column(BigInteger)
     # The same for the away-mode fields, which `admin.away_mode_updated` changes on its own.
     away_watermark: Mapped[int | None] = mapped_column(BigInteger)
@@ -217,7 +217,7 @@ class WebhookEvent(Base):
 
 
 class ProvisioningRequest(Base):
-    """One call of a provisioning endpoint (spec §10): written before Intercom is called and
+    """One call of a provisioning endpoint: written before Intercom is called and
     finished after, so an interrupted request still shows who asked for what."""
 
     __tablename__ = "provisioning_request"
@@ -255,7 +255,7 @@ class ProvisioningRequest(Base):
 
 
 class AccessEvent(Base):
-    """One access event from Intercom's admin activity log (spec §11), keyed by the log
+    """One access event from Intercom's admin activity log, keyed by the log
     entry's own id, so re-reading a window or a webhook of the same entry stores it once."""
 
     __tablename__ = "access_event"
@@ -281,7 +281,7 @@ class AccessEvent(Base):
 
 
 class ActivityLogCursor(Base):
-    """The single row recording how far Intercom's activity log has been read (spec §11)."""
+    """The single row recording how far Intercom's activity log has been read."""
 
     __tablename__ = "activity_log_cursor"
 

@@ -1,4 +1,4 @@
-"""Provisioning-request records (spec §10 "Audit"); the per-team write lock is in app.store.locks.
+"""Provisioning-request records; the per-team write lock is in app.store.locks.
 
 A record is inserted before Intercom is called and finished after. With an `Idempotency-Key`
 the insert itself claims the key: the unique constraint on (key, token fingerprint) makes two

@@ -40,7 +40,7 @@ class SnapshotUser(NamedTuple):
 
     SQLAlchemy's Row answers `row.id` in Python and compares and hashes in Python too; a
     snapshot build reads a few attributes of every teammate several times and keys its memo
-    on the whole row, which made Row access alone ~60 ms at 10,000 teammates."""
+    on the whole row, which made Row access a visible part of a rebuild (docs/performance.md)."""
 
     id: str
     name: str | None

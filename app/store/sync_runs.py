@@ -53,7 +53,7 @@ _ABANDONED_MESSAGE = "the process running this sync stopped before it finished"
 
 @dataclass(frozen=True)
 class RunView:
-    """A run as the API shows it (spec §3.2)."""
+    """A run as the API shows it."""
 
     id: int
     trigger: RunTrigger
@@ -67,7 +67,7 @@ class RunView:
     error_message: str | None
     # Structured detail of the error, e.g. a blocked run's {"would_remove": [...]}.
     error_details: dict[str, Any] | None = None
-    # Items the run could not store and left as they were (spec §9).
+    # Items the run could not store and left as they were.
     warnings: tuple[dict[str, str], ...] = ()
 
 

@@ -124,7 +124,7 @@ def current_version(session: Session) -> int:
     return int(session.execute(select(StoreState.version).where(_THE_ROW)).scalar_one())
 
 
-# The workspace `member` grant (spec §3.3) is held by every active teammate, so it changes
+# The workspace `member` grant is held by every active teammate, so it changes
 # exactly when a teammate joins or leaves: whatever path writes that (a baseline, a webhook, a
 # removal C1 asks for), the grant's change must land in the same version as the teammate's.
 # It is recorded here, at the two points every such path passes through: the teammate writes

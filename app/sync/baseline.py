@@ -55,7 +55,7 @@ class BaselineResult:
     version_before: int
     version_after: int
     changes: ChangeSet = field(default_factory=ChangeSet)
-    # Items Intercom listed that the store cannot hold, left as they were (spec §9).
+    # Items Intercom listed that the store cannot hold, left as they were.
     warnings: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -67,8 +67,8 @@ async def fetch_workspace(client: IntercomClient, *, roles_supported: bool) -> F
     """`GET /me`, `/admins` and `/teams`, in that order; raises on any failure."""
     started = utcnow()
     # Parsing the lists keeps every teammate and team model alive, and the full collections
-    # that this growth triggers walk all of them again and again: ~30 % of the fetch's CPU at
-    # 50k teammates, which made it grow ~7x from 10k. The parsed models are acyclic.
+    # that this growth triggers walk all of them again and again, so the fetch grew faster
+    # than the workspace (docs/performance.md has the figures). The parsed models are acyclic.
     # Other requests keep running meanwhile (this awaits), so the pause is capped: a fetch
     # stuck in retries must not leave the whole process without a collector.
     with gc_paused_at_most(FETCH_GC_PAUSE_SECONDS):
@@ -94,8 +94,8 @@ def apply_baseline(
     workspace than the store's, both before writing anything."""
     # The diff creates a few hundred thousand short-lived tuples, strings and dicts, none of
     # them cyclic. The collections they trigger walk every object alive, including the whole
-    # fetched workspace and the loaded directory: at 50k teammates that cost ~20 % of a first
-    # apply's CPU and ~50 % of a no-change one's (nothing measurable at 10k).
+    # fetched workspace and the loaded directory, a cost that grows with the workspace
+    # (docs/performance.md has the figures).
     with gc_paused(), bulk_write_cache(session):
         state = lock_store_state(session)
         plan = plan_baseline(

@@ -6,7 +6,7 @@ baseline (who is added, changed, removed or kept; which memberships, teams and r
 when the brake applies) can be read in one place and tested without a database, and so that
 `intercom-sync sync --dry-run` prints the very plan a run writes.
 
-Spec §9: what Intercom lists but the store cannot hold is left as it was and reported as a
+What Intercom lists but the store cannot hold is left as it was and reported as a
 run warning; teammates only webhooks announced ("ghosts") are removed without counting
 toward the mass-removal brake; times an earlier release let lie in the future are repaired.
 """

@@ -1,5 +1,5 @@
 """`admin.activity_log_event.created` notifications as usage evidence: the same
-classification as the log read after each baseline (spec §11). The inbox drainer calls this
+classification as the log read after each baseline. The inbox drainer calls this
 inside its batch transaction, with the version that transaction commits as."""
 
 from __future__ import annotations

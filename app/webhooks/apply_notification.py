@@ -53,7 +53,7 @@ class EventOutcome:
     reason: str | None = None
     changes: ChangeSet = field(default_factory=ChangeSet)
     needs_refresh: bool = False
-    # A sign-in or access event an activity-log notification carries (spec §11).
+    # A sign-in or access event an activity-log notification carries.
     activity_entry: LogEntry | None = None
 
 
@@ -64,7 +64,7 @@ def _when(created_at: int) -> datetime:
 def future_reason(created_at: int | None, received_at: datetime) -> str | None:
     """Why a notification created this far after its receipt is applied to nothing, or None.
     Its `created_at` would become the teammate's watermark (or sign-in time) and hide every
-    genuine notification until then (spec §9)."""
+    genuine notification until then."""
     if created_at is None or not store.lies_in_future(_when(created_at), received_at):
         return None
     skew = int(store.MAX_FUTURE_SKEW.total_seconds() // 60)

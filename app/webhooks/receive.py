@@ -1,4 +1,4 @@
-"""Stage 1, receiving one webhook delivery (spec §3.1): verify the signature over the raw
+"""Stage 1, receiving one webhook delivery: verify the signature over the raw
 bytes, store the notification durably through the inbox writer, and say what to answer. It
 never calls Intercom and never applies inline, and no answer it gives is a 410, which would make
 Intercom disable the subscription.

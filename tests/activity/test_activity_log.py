@@ -1,4 +1,4 @@
-"""Usage evidence from Intercom's admin activity log (spec §11, issue 20): the simulator's
+"""Usage evidence from Intercom's admin activity log (issue 20): the simulator's
 endpoints, the reader after each baseline (list form before 2.16, search form from 2.16,
 windows, paging, dedup, resumption, refusals), last sign-ins in the snapshot and the change
 feed, `GET /api/v1/access-events` and the dormant-seat report."""
@@ -411,7 +411,7 @@ def test_a_refused_token_is_activity_log_forbidden_and_the_baseline_stands(
 def test_far_future_entries_in_a_page_are_refused_whatever_the_window(
     sim: SimulatorServer, start_service: Callable[..., ServiceServer]
 ) -> None:
-    """Spec §9: a sign-in more than 5 minutes past the moment of reading is refused, even when
+    """A sign-in more than 5 minutes past the moment of reading is refused, even when
     Intercom answers it (here: entries outside the window asked for, a clock far ahead)."""
     a, b = admin_ids(sim)[:2]
     now = int(time.time())

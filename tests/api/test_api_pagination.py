@@ -1,4 +1,4 @@
-"""The paginated views and single resources of the C1 API (spec §3.3): limits, opaque cursors,
+"""The paginated views and single resources of the C1 API: limits, opaque cursors,
 stable keyset paging while webhooks change the store, and objects equal to the snapshot's."""
 
 from __future__ import annotations

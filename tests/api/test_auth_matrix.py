@@ -1,4 +1,4 @@
-"""Who may call what (spec §3.3, §7): every route against every kind of credential. Each test
+"""Who may call what: every route against every kind of credential. Each test
 walks all routes and reports every miss at once, so one service start covers a whole column."""
 
 from __future__ import annotations

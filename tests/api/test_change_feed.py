@@ -1,4 +1,4 @@
-"""The change feed `GET /api/v1/changes` (spec §3.3): ordered and gap-free, whole versions per
+"""The change feed `GET /api/v1/changes`: ordered and gap-free, whole versions per
 page, 410 past the retained log, and enough for a poller to rebuild the current snapshot from an
 old one."""
 

@@ -1,4 +1,4 @@
-"""Routing edges (spec §9): a 405 names the methods the path really serves in `Allow`; `HEAD`
+"""Routing edges: a 405 names the methods the path really serves in `Allow`; `HEAD`
 answers like `GET` wherever `GET` is served, without a body; a trailing slash is a 404 in the
 usual error body, never a redirect built from the client's `Host`. Checked over every route of
 the served OpenAPI document, with every kind of credential."""

@@ -1,4 +1,4 @@
-"""`/openapi.json` stays accurate (spec §3): the real JSON of every route, errors included, is
+"""`/openapi.json` stays accurate: the real JSON of every route, errors included, is
 valid against the schema the document gives for that route and status, and every JSON route
 of the document is exercised here — so a drift between app/api/schemas.py and what the
 handlers send fails."""
@@ -216,7 +216,7 @@ def test_every_json_route_answers_what_the_document_says(
         check("get", "/api/v1/changes", reader.get("/api/v1/changes", params={"since": -1}))
         check("get", "/api/v1/changes", reader.get("/api/v1/changes", params={"since": 10**9}))
 
-        # Usage evidence (spec §11), once the activity log has been read.
+        # Usage evidence, once the activity log has been read.
         wait_for(
             lambda: anonymous.get("/readyz").json()["activity_log_read_to"],
             timeout=20,
@@ -261,7 +261,7 @@ def test_every_json_route_answers_what_the_document_says(
         check("get", "/webhook-events", operator.get("/webhook-events", params={"status": "bogus"}))
         check("get", "/webhook-events", anonymous.get("/webhook-events"))
 
-        # Provisioning (spec §10): done, dry run, refusals before and after the record.
+        # Provisioning: done, dry run, refusals before and after the record.
         with service.client(PROVISIONING_TOKEN) as writer:
             user = "/api/v1/users/{user_id}"
             removed = check("delete", user, writer.delete(f"/api/v1/users/{admins[5]}"))

@@ -1,4 +1,4 @@
-"""Operator surface (spec §3.2): single-flight `/resync`, run objects and history, `/readyz`,
+"""Operator surface: single-flight `/resync`, run objects and history, `/readyz`,
 and the reconcile schedule."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from harness.waiting import wait_for
 
 StartService = Callable[..., ServiceServer]
 
-# `warnings` (spec §9): items a run could not store and left as they were.
+# `warnings`: items a run could not store and left as they were.
 RUN_FIELDS = {"id", "trigger", "status", "started_at", "finished_at", "stats", "error", "warnings"}
 STATS_FIELDS = {
     "users_added",
@@ -32,7 +32,7 @@ STATS_FIELDS = {
     "memberships_removed",
 }
 READYZ_FIELDS = {
-    "activity_log_read_to",  # spec §11
+    "activity_log_read_to",
     "status",
     "version",
     "last_sync_at",

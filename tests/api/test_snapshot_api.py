@@ -1,4 +1,4 @@
-"""`GET /api/v1/snapshot` (spec §3.3): the baton shape byte for byte, the not-synced answer,
+"""`GET /api/v1/snapshot`: the baton shape byte for byte, the not-synced answer,
 conditional GET, gzip, and one serialized body per version."""
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class TestShape:
                 "has_inbox_seat": admin.has_inbox_seat,
                 "away_mode_enabled": admin.away_mode_enabled,
                 "away_mode_reassign": admin.away_mode_reassign,
-                # Spec §11: the method of the last sign-in (none read from the log here).
+                # The method of the last sign-in (none read from the log here).
                 "last_login_method": None,
             }
             is_bot = admin.email.startswith("operator+") and admin.email.endswith("@intercom.io")

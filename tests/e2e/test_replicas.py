@@ -1,4 +1,4 @@
-"""Several replicas on one database (spec §6): real `intercom-sync serve` processes sharing the
+"""Several replicas on one database: real `intercom-sync serve` processes sharing the
 store, taking webhooks and resync requests alike. Runs on both backends: two processes on one
 SQLite file, or on the PostgreSQL of TEST_DATABASE_URL (SKIP LOCKED claims, advisory locks).
 

@@ -265,7 +265,7 @@ class TestBatonHttp:
             "has_inbox_seat": "true",
             "away_mode_enabled": "true",
             "away_mode_reassign": "false",
-            "last_login_method": "",  # spec §11: no sign-in read from the log
+            "last_login_method": "",  # no sign-in read from the log
             "last_login_at": SEAT_HOLDER_LOGIN_TEXT,
         }
         assert traits[NO_JOB_TITLE.id]["profile"] == {
@@ -275,7 +275,7 @@ class TestBatonHttp:
             "has_inbox_seat": "false",
             "away_mode_enabled": "false",
             "away_mode_reassign": "false",
-            "last_login_method": "",  # spec §11: no sign-in read from the log
+            "last_login_method": "",  # no sign-in read from the log
             "last_login_at": "",
         }
         bot = fin(body)
@@ -287,7 +287,7 @@ class TestBatonHttp:
             "has_inbox_seat": "true",
             "away_mode_enabled": "false",
             "away_mode_reassign": "false",
-            "last_login_method": "",  # spec §11: no sign-in read from the log
+            "last_login_method": "",  # no sign-in read from the log
             "last_login_at": "",
         }
         assert entitlements == {e["id"]: e["display_name"] for e in body["entitlements"]}
@@ -462,7 +462,7 @@ class TestBatonSql:
             "has_inbox_seat": "true",
             "away_mode_enabled": "true",
             "away_mode_reassign": "false",
-            "last_login_method": "",  # spec §11: no sign-in read from the log
+            "last_login_method": "",  # no sign-in read from the log
         }
         assert traits[NO_JOB_TITLE.id]["last_login"] is None
         assert traits[NO_JOB_TITLE.id]["profile"] == {
@@ -470,7 +470,7 @@ class TestBatonSql:
             "has_inbox_seat": "false",
             "away_mode_enabled": "false",
             "away_mode_reassign": "false",
-            "last_login_method": "",  # spec §11: no sign-in read from the log
+            "last_login_method": "",  # no sign-in read from the log
         }
         bot = fin(body)
         assert traits[bot["id"]]["account_type"] == "SERVICE"
@@ -479,7 +479,7 @@ class TestBatonSql:
             "has_inbox_seat": "true",
             "away_mode_enabled": "false",
             "away_mode_reassign": "false",
-            "last_login_method": "",  # spec §11: no sign-in read from the log
+            "last_login_method": "",  # no sign-in read from the log
         }
         assert entitlements == {e["id"]: e["display_name"] for e in body["entitlements"]}
         assert grants == {g["id"] for g in body["grants"]}

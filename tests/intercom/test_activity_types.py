@@ -1,4 +1,4 @@
-"""Which activity-log types refresh, and how topics and types are read (spec §9 "Refresh economy").
+"""Which activity-log types refresh, and how topics and types are read.
 
 The expected sets are written out here from the spec rather than taken from the table, so that a
 type moved to the wrong category in `app/intercom/activity_types.py` shows up."""

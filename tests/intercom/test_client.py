@@ -1,5 +1,5 @@
 """IntercomClient against the simulator (and, for shapes the simulator cannot produce, a mock
-transport): defensive parsing, the headers on every call, and the retry/error policy of spec §4."""
+transport): defensive parsing, the headers on every call, and the retry/error policy of"""
 
 from __future__ import annotations
 

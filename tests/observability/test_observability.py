@@ -1,4 +1,4 @@
-"""Observability: `/metrics` carries every family of spec §3.2 with sensible values; logs are
+"""Observability: `/metrics` carries every family of with sensible values; logs are
 one JSON object per line with the request id on request lines and the sync run id on every
 line a run emits; and no configured secret ever shows in a log line, an error body, `/readyz`
 or `/metrics`, whatever fails."""
@@ -100,7 +100,7 @@ def webhook_body(sim: SimulatorServer, topic: str = "admin.away_mode_updated") -
         topic,
         admin_webhook_item(admin),
         app_id=sim.workspace.id_code,
-        # Now: one from past the 5 minutes a clock may be ahead is refused (spec §9).
+        # Now: one from past the 5 minutes a clock may be ahead is refused.
         created_at=int(time.time()),
     )
     return encode_notification(envelope)

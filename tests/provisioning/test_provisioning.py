@@ -1,4 +1,4 @@
-"""Provisioning (spec §10, issue 19.2–19.4, 19.6, 19.7): the write endpoints against the real
+"""Provisioning (issue 19.2–19.4, 19.6, 19.7): the write endpoints against the real
 service and the simulator's write endpoints, on SQLite and PostgreSQL.
 
 "Nothing sent to Intercom" is read from the simulator's request log (`/_sim/requests`)."""

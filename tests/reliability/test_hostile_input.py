@@ -371,7 +371,7 @@ def test_hostile_notifications_are_applied_whole_or_not_at_all(
     assert not [row for row in rows if row.status == "failed"], "events failed to apply"
 
     rejected = store_counts(database_url).inbox.get("rejected", 0)
-    # Spec §9: a notification created more than 5 minutes after its receipt is stored
+    # a notification created more than 5 minutes after its receipt is stored
     # `rejected` too, answered 200 with its id kept; the 400s are the rest.
     dated_ahead = rejected_as_dated_ahead(database_url)
     assert rejected - before.inbox.get("rejected", 0) == answers[400] + dated_ahead

@@ -141,7 +141,7 @@ def test_every_simulator_route_answers_what_the_official_sdk_parses_strictly(
         assert types["type"] == "activity_log_event_type.list"
         assert all(isinstance(t, str) for t in types["event_types"])
 
-        # The write endpoints (spec §10): python-intercom 5.0.1 has no call for either (they
+        # The write endpoints: python-intercom 5.0.1 has no call for either (they
         # are 2.17 and Preview), so they are driven by hand; the team answer is the SDK's Team.
         preview = {"Intercom-Version": "Preview"}
         members = [admin_ids[0], admin_ids[1]]

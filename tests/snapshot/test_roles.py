@@ -1,4 +1,4 @@
-"""Roles (spec §3.3): with INTERCOM_API_VERSION 2.16+ a third resource type `role`, entitlement
+"""Roles: with INTERCOM_API_VERSION 2.16+ a third resource type `role`, entitlement
 `role:{id}:assigned` and grants `role:{id}:assigned:user:{user}`; with older versions none."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The workspace as a resource (spec §3.3, issue 19.1): resource type `workspace`, the snapshot's
+"""The workspace as a resource (issue 19.1): resource type `workspace`, the snapshot's
 `workspaces`, entitlement `workspace:{id}:member` and a grant per active teammate, in the
 snapshot, the grant pages and the change feed, where a teammate's grant changes in the same
 version as the teammate joining or leaving, by webhook or baseline alike."""

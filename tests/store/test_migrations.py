@@ -104,7 +104,7 @@ class TestUpAndDown:
 
 
 def test_alembic_command_line_upgrades_from_the_repository_root(database_url: str) -> None:
-    """Spec §2: `alembic upgrade head` works from the root with the same DATABASE_URL."""
+    """: `alembic upgrade head` works from the root with the same DATABASE_URL."""
     result = subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
         cwd=ROOT,

@@ -1,4 +1,4 @@
-"""Baselines through the running service (spec §4): atomic on failure, diff-not-rewrite, removal
+"""Baselines through the running service: atomic on failure, diff-not-rewrite, removal
 and re-add, memberships from both sides, and the mass-removal brake. The brake's thresholds are
 also pinned at the function level, against a migrated store."""
 
@@ -120,7 +120,7 @@ class TestDiff:
     def test_a_baseline_reads_me_admins_teams_with_the_version_and_token(
         self, service: ServiceServer, sim: SimulatorServer
     ) -> None:
-        # The activity log read after the baseline (spec §11) comes after these three.
+        # The activity log read after the baseline comes after these three.
         requests = sim.requests()
         assert [r.path for r in requests][:3] == ["/me", "/admins", "/teams"]
         assert {r.path for r in requests[3:]} <= {"/admins/activity_logs"}
@@ -174,7 +174,7 @@ class TestDiff:
         admin = human_with_teams(sim)
         with service.client() as client:
             old = snapshot(client)["version"]
-            # A grant per team, and the workspace's `member` grant (spec §3.3).
+            # A grant per team, and the workspace's `member` grant.
             assert len(grants_of(snapshot(client), admin.id)) == len(admin.team_ids) + 1
             sim.workspace.remove_admin(admin.id)
 

@@ -1,4 +1,4 @@
-"""Edges and trust, the store's side (spec §9, issue 17.4–17.6): no value Intercom sends stops a
+"""Edges and trust, the store's side (issue 17.4–17.6): no value Intercom sends stops a
 sync, no notification time from the far future becomes a watermark, and a baseline heals what
 webhooks alone announced (ghosts) without the mass-removal brake counting them."""
 

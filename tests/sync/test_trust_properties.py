@@ -1,4 +1,4 @@
-"""Properties of spec §9 "A baseline heals" and "No value stops a sync" (issue 17, properties a
+"""Properties of "A baseline heals" and "No value stops a sync" (issue 17, properties a
 and b), over HTTP against the simulator, on SQLite and on PostgreSQL:
 
 (a) whatever text Intercom sends in any field (NUL and other control characters, unpaired

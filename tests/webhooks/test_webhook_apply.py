@@ -99,7 +99,7 @@ def grants_of(body: dict[str, Any], user_id: str) -> set[str]:
 
 
 def member_of_workspace(body: dict[str, Any], user_id: str) -> set[str]:
-    """The grant every active teammate holds (spec §3.3)."""
+    """The grant every active teammate holds."""
     return {f"workspace:{body['workspace']['id']}:member:user:{user_id}"}
 
 
@@ -170,7 +170,7 @@ class TestAdded:
                 "has_inbox_seat": True,
                 "away_mode_enabled": False,
                 "away_mode_reassign": False,
-                "last_login_method": None,  # spec §11
+                "last_login_method": None,
             },
         }
         assert grants_of(body, "7200001") == {
