@@ -16,7 +16,7 @@ from app.intercom.text import is_storable, storable_text
 # The store's column sizes. PostgreSQL refuses longer values, which would fail a whole baseline
 # (or a webhook) over one odd teammate, so display text (names, job titles) is clipped to fit
 # and an overlong id, which cannot be stored at all, makes its object unusable. An email is an
-# identity and is never clipped: one too long to store is the baseline's and the applier's to
+# identity and is never clipped: one too long to store is the baseline's and the inbox drainer's to
 # report (see `app.store.directory.unstorable_reason`).
 MAX_ID_LENGTH = 64
 MAX_TEXT_LENGTH = 512
@@ -181,7 +181,7 @@ def parse_items(payload: Any, key: str, wanted_type: str) -> list[dict[str, Any]
 
 
 # The user columns a teammate's Intercom record gives, shared by the baseline (app.sync) and
-# the webhook applier (app.webhooks), which must derive them alike.
+# the inbox drainer (app.webhooks), which must derive them alike.
 def account_type_of(email: str | None) -> str:
     """Intercom's own bot teammates (Fin: `operator+…@intercom.io`) are service accounts."""
     if email:

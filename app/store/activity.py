@@ -23,7 +23,7 @@ from app.store.versioning import (
 
 _IN_CHUNK = 500
 # A sign-in time more than this past the moment of reading is refused (the log
-# reader and the webhook applier alike).
+# reader and the inbox drainer alike).
 MAX_FUTURE = timedelta(minutes=5)
 # A sign-in the log reports within this many seconds before the stored one is taken for the
 # same sign-in (a webhook told its time first): it only fills in the method.
@@ -173,7 +173,7 @@ def apply_sign_ins(session: Session, sign_ins: Mapping[str, SignIn]) -> int:
 
 def write_sign_ins(session: Session, sign_ins: Mapping[str, SignIn], *, version: int) -> ChangeSet:
     """The row writes of `apply_sign_ins`, stamped `version`, for a caller that bumps the
-    version itself (the webhook applier); returns the changed teammates."""
+    version itself (the inbox drainer); returns the changed teammates."""
     changes = ChangeSet()
     if not sign_ins:
         return changes

@@ -1,5 +1,5 @@
 """Teammates, teams, memberships and roles: the rows behind the snapshot, and the bulk writes
-that the baseline sync and the webhook applier make to them."""
+that the baseline sync and the inbox drainer make to them."""
 
 from __future__ import annotations
 

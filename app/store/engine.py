@@ -92,7 +92,7 @@ class Database:
     write_sessions: sessionmaker[Session]
     # SQLite: this process's writers queue here before `BEGIN IMMEDIATE`. SQLite admits one
     # writer at a time anyway, but a writer that finds the lock taken polls for it with
-    # growing sleeps (up to 100 ms), so the webhook intake could wait out several apply
+    # growing sleeps (up to 100 ms), so the inbox writer could wait out several apply
     # batches in a row; a lock in the process hands over on release instead. (Writers in
     # other processes still meet SQLite's busy handler.) Re-entrant, so a nested write
     # transaction behaves as before.

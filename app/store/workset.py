@@ -3,7 +3,7 @@ starts, changed in memory as each event applies, and written back in a few state
 the batch commits.
 
 Applying events one statement at a time cost 4–6 round trips per event, and on SQLite the
-webhook intake waits for the write lock all that time. Only valid inside a write transaction
+inbox writer waits for the write lock all that time. Only valid inside a write transaction
 that holds the writer lock (`lock_store_state`): nobody else can change these rows between the
 read and the write-back, so the in-memory view is the store's.
 """
