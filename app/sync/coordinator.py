@@ -154,10 +154,11 @@ class SyncCoordinator:
         """Queue a run and execute it in this process (`intercom-sync sync`): the finished
         run and True, or the run already queued or running and False. `started` is called
         once the run is queued, before it executes."""
-        view, created = self._queue(
+        view, created = await run_in_threadpool(
+            self._queue,
             lambda session: sync_runs.enqueue_run(
                 session, trigger=trigger, force=force, owner=self._owner
-            )
+            ),
         )
         if not created:
             return view, False
