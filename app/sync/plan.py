@@ -28,15 +28,14 @@ from app.intercom.models import (
 from app.store import directory as store
 from app.store.versioning import (
     GRANT,
-    ROLE,
     TEAM,
     USER,
     ChangeSet,
     membership_grant_id,
-    role_grant_id,
 )
 from app.sync.guards import MassRemovalBlocked, WorkspaceChanged, mass_removal_brake, who
 from app.sync.repairs import Repairs, future_repairs
+from app.sync.role_plan import plan_roles
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +127,7 @@ def diff_baseline(
     store's; returns the brake in `blocked` rather than raising it (a dry run prints it)."""
     if stored.workspace_id is not None and stored.workspace_id != fetched.workspace.id_code:
         raise WorkspaceChanged(stored.workspace_id, fetched.workspace.id_code)
-    version_before = stored.version
-    version = version_before + 1  # the version these writes produce, if any
+    version = stored.version + 1  # the version these writes produce, if any
     current = stored.directory
     changes = ChangeSet()
     stats = SyncStats()
@@ -155,14 +153,96 @@ def diff_baseline(
     for warning in warnings:
         logger.warning("teammate %s was left as it was: %s", warning["id"], warning["reason"])
 
-    # Teammates only webhooks ever announced, that Intercom does not list: ghosts (a stale,
-    # replayed or forged "added", or a removal of someone the store never knew). They do not
-    # count toward the brake, on either side of its fraction. An active ghost is removed like
-    # anyone else: its tombstone holds back a late or replayed "added" of the same or an
-    # earlier time. A ghost's tombstone is deleted outright once no delivery can plausibly
-    # still come for it: when no notification has touched it for `keep_ghost_tombstones_for`
-    # (the inbox keeps deliveries, and so deduplicates replays, that long).
-    unseen, in_future = stored.unseen, stored.in_future
+    leaving = _leaving(
+        stored, wanted_users, newer_by_webhook, now, keep_ghost_tombstones_for, max_removal_fraction
+    )
+    repairs = future_repairs(current, stored.in_future - leaving.expired_ghosts, now)
+    for repair in repairs.served:
+        if current.users[repair["id"]].active:
+            changes.upsert(USER, repair["id"])
+        else:
+            changes.delete(USER, repair["id"])
+        repair["updated_version"] = version
+
+    new_users, changed_rows = _users(
+        current, wanted_users, kept, leaving, now=now, version=version, changes=changes, stats=stats
+    )
+    present_users = (set(wanted_users) - kept) | {
+        uid for uid in kept if uid in current.users and current.users[uid].active
+    }
+    usable, unknown = _memberships(
+        fetched, current, wanted_users, wanted_teams, kept, present_users - kept
+    )
+    pairs_added = usable - current.memberships
+    pairs_removed = current.memberships - usable
+    changes.upsert_many(GRANT, [membership_grant_id(tid, uid) for tid, uid in pairs_added])
+    for tid, uid in pairs_removed:
+        changes.delete(GRANT, membership_grant_id(tid, uid))
+    stats.memberships_added = len(pairs_added)
+    stats.memberships_removed = len(pairs_removed)
+    new_teams, renamed, gone_teams = _teams(current, wanted_teams, changes, stats)
+    new_roles, renamed_roles, gone_roles = plan_roles(
+        fetched.admins,
+        fetched.roles_supported,
+        current,
+        kept,
+        present_users,
+        new_users,
+        changed_rows,
+        changes,
+    )
+
+    return BaselinePlan(
+        current=current,
+        version_before=stored.version,
+        version=version,
+        now=now,
+        stats=stats,
+        changes=changes,
+        unknown_references=unknown,
+        blocked=leaving.blocked,
+        new_teams=new_teams,
+        renamed=renamed,
+        gone_teams=gone_teams,
+        new_roles=new_roles,
+        renamed_roles=renamed_roles,
+        gone_roles=gone_roles,
+        new_users=new_users,
+        changed_rows=changed_rows,
+        pairs_added=pairs_added,
+        pairs_removed=pairs_removed,
+        repairs=repairs,
+        newly_seen=stored.unseen & wanted_users.keys(),
+        expired_ghosts=leaving.expired_ghosts,
+        warnings=warnings,
+    )
+
+
+@dataclass
+class _Leaving:
+    """Who a baseline removes, and whether the brake holds it back."""
+
+    to_remove: list[str]  # active teammates Intercom no longer lists, ghosts last
+    expired_ghosts: set[str]
+    blocked: MassRemovalBlocked | None
+
+
+def _leaving(
+    stored: StoredWorkspace,
+    wanted_users: dict[str, dict[str, Any]],
+    newer_by_webhook: set[str],
+    now: datetime,
+    keep_ghost_tombstones_for: timedelta,
+    max_removal_fraction: float,
+) -> _Leaving:
+    """Teammates only webhooks ever announced, that Intercom does not list, are ghosts (a
+    stale, replayed or forged "added", or a removal of someone the store never knew). They do
+    not count toward the brake, on either side of its fraction. An active ghost is removed like
+    anyone else: its tombstone holds back a late or replayed "added" of the same or an earlier
+    time. A ghost's tombstone is deleted outright once no delivery can plausibly still come for
+    it: when no notification has touched it for `keep_ghost_tombstones_for` (the inbox keeps
+    deliveries, and so deduplicates replays, that long)."""
+    current, unseen = stored.directory, stored.unseen
     ghosts = unseen - wanted_users.keys() - newer_by_webhook if unseen else set()
     expire_before = now - keep_ghost_tombstones_for
     expired_ghosts = {
@@ -180,25 +260,22 @@ def diff_baseline(
         max_removal_fraction,
     )
     to_remove += sorted(active_ids & ghosts)
-    repairs = future_repairs(current, in_future - expired_ghosts, now)
-    for repair in repairs.served:
-        if current.users[repair["id"]].active:
-            changes.upsert(USER, repair["id"])
-        else:
-            changes.delete(USER, repair["id"])
-        repair["updated_version"] = version
+    return _Leaving(to_remove, expired_ghosts, blocked)
 
-    # Teams first: memberships refer to them.
-    new_teams = {tid: name for tid, name in wanted_teams.items() if tid not in current.teams}
-    renamed = {
-        tid: name
-        for tid, name in wanted_teams.items()
-        if tid in current.teams and current.teams[tid] != name
-    }
-    gone_teams = set(current.teams) - wanted_teams.keys()
 
-    # Users. New teammates are inserted from their `wanted` fields as they are (no second dict
-    # per row); changed and removed ones are updated row by row.
+def _users(
+    current: store.Directory,
+    wanted_users: dict[str, dict[str, Any]],
+    kept: set[str],
+    leaving: _Leaving,
+    *,
+    now: datetime,
+    version: int,
+    changes: ChangeSet,
+    stats: SyncStats,
+) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
+    """Teammates to insert, and rows to update (changed, back, or removed). New teammates are
+    inserted from their `wanted` fields as they are (no second dict per row)."""
     new_users: list[tuple[str, dict[str, Any]]] = []
     changed_rows: list[dict[str, Any]] = []
     for uid, wanted in wanted_users.items():
@@ -218,34 +295,33 @@ def diff_baseline(
             changes.upsert(USER, uid)
     stats.users_added += len(new_users)
     changes.upsert_many(USER, [uid for uid, _ in new_users])
-    for uid in to_remove:
+    for uid in leaving.to_remove:
         existing = current.users[uid]
         changed_rows.append(
             {"id": uid, **existing.fields, "removed_at": now, "updated_version": version}
         )
         changes.delete(USER, uid)
         stats.users_removed += 1
-    for uid in expired_ghosts:
+    for uid in leaving.expired_ghosts:
         changes.delete(USER, uid)  # served under `include_removed` until now
+    return new_users, changed_rows
 
-    # Memberships: both sides of the relation, limited to what exists after this run.
-    present_users = (set(wanted_users) - kept) | {
-        uid for uid in kept if uid in current.users and current.users[uid].active
+
+def _teams(
+    current: store.Directory,
+    wanted_teams: dict[str, str | None],
+    changes: ChangeSet,
+    stats: SyncStats,
+) -> tuple[dict[str, str | None], dict[str, str | None], set[str]]:
+    """Teams to add, rename and remove, recorded in `changes` and `stats`."""
+    new_teams = {tid: name for tid, name in wanted_teams.items() if tid not in current.teams}
+    renamed = {
+        tid: name
+        for tid, name in wanted_teams.items()
+        if tid in current.teams and current.teams[tid] != name
     }
-    usable, unknown = _memberships(
-        fetched, current, wanted_users, wanted_teams, kept, present_users - kept
-    )
-    pairs_added = usable - current.memberships
-    pairs_removed = current.memberships - usable
-    changes.upsert_many(GRANT, [membership_grant_id(tid, uid) for tid, uid in pairs_added])
-    for tid, uid in pairs_removed:
-        changes.delete(GRANT, membership_grant_id(tid, uid))
-    stats.memberships_added = len(pairs_added)
-    stats.memberships_removed = len(pairs_removed)
-
-    for tid in new_teams:
-        changes.upsert(TEAM, tid)
-    for tid in renamed:
+    gone_teams = set(current.teams) - wanted_teams.keys()
+    for tid in (*new_teams, *renamed):
         changes.upsert(TEAM, tid)
     for tid in gone_teams:
         changes.delete(TEAM, tid)
@@ -254,35 +330,7 @@ def diff_baseline(
         len(renamed),
         len(gone_teams),
     )
-
-    new_roles, renamed_roles, gone_roles = _roles(
-        fetched, current, kept, present_users, new_users, changed_rows, changes
-    )
-
-    return BaselinePlan(
-        current=current,
-        version_before=version_before,
-        version=version,
-        now=now,
-        stats=stats,
-        changes=changes,
-        unknown_references=unknown,
-        blocked=blocked,
-        new_teams=new_teams,
-        renamed=renamed,
-        gone_teams=gone_teams,
-        new_roles=new_roles,
-        renamed_roles=renamed_roles,
-        gone_roles=gone_roles,
-        new_users=new_users,
-        changed_rows=changed_rows,
-        pairs_added=pairs_added,
-        pairs_removed=pairs_removed,
-        repairs=repairs,
-        newly_seen=unseen & wanted_users.keys(),
-        expired_ghosts=expired_ghosts,
-        warnings=warnings,
-    )
+    return new_teams, renamed, gone_teams
 
 
 def _unstorable(wanted_users: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -309,7 +357,8 @@ def _memberships(
     """The memberships the store holds after this run, from both sides of the relation and
     limited to what exists after it, and how many Intercom listed naming unknown teammates or
     teams. Teammates in `kept` keep the memberships they have, in teams that still exist."""
-    # Comprehensions rather than loops of `set.add`: ~100,000 pairs at 10k teammates.
+    # Comprehensions rather than loops of `set.add`: a large workspace has hundreds of
+    # thousands of pairs.
     wanted_pairs = {(team.id, uid) for team in fetched.teams for uid in team.admin_ids}
     wanted_pairs.update([(tid, admin.id) for admin in fetched.admins for tid in admin.team_ids])
     usable = {pair for pair in wanted_pairs if pair[0] in wanted_teams and pair[1] in takes_fetched}
@@ -327,57 +376,3 @@ def _memberships(
             (tid, uid) for tid, uid in current.memberships if uid in kept and tid in wanted_teams
         )
     return usable, unknown
-
-
-def _roles(
-    fetched: FetchedWorkspace,
-    current: store.Directory,
-    kept: set[str],
-    present_users: set[str],
-    new_users: list[tuple[str, dict[str, Any]]],
-    changed_rows: list[dict[str, Any]],
-    changes: ChangeSet,
-) -> tuple[dict[str, str | None], dict[str, str | None], set[str]]:
-    """Roles to add, rename and remove (the roles present teammates hold), recorded in
-    `changes` with the role grants that `new_users` and `changed_rows` add or take away."""
-    role_names: dict[str, str | None] = {}
-    for admin in fetched.admins:
-        if (
-            fetched.roles_supported
-            and admin.role
-            and admin.id in present_users
-            and admin.id not in kept
-        ):
-            role_names[admin.role.id] = admin.role.name
-    for uid in kept:
-        if uid not in current.users:
-            continue
-        kept_role = current.users[uid].fields.get("role_id")
-        if kept_role and current.users[uid].active and kept_role not in role_names:
-            role_names[kept_role] = current.roles.get(kept_role)
-    new_roles = {rid: n for rid, n in role_names.items() if rid not in current.roles}
-    renamed_roles = {
-        rid: n for rid, n in role_names.items() if rid in current.roles and current.roles[rid] != n
-    }
-    gone_roles = set(current.roles) - role_names.keys()
-    for rid in (*new_roles, *renamed_roles):
-        changes.upsert(ROLE, rid)
-    for rid in gone_roles:
-        changes.delete(ROLE, rid)
-    role_changes = [(None, wanted["role_id"], uid) for uid, wanted in new_users]
-    for row in changed_rows:
-        before = current.users[row["id"]]
-        role_changes.append(
-            (
-                before.fields.get("role_id") if before.active else None,
-                row["role_id"] if row["removed_at"] is None else None,
-                row["id"],
-            )
-        )
-    for old_role, new_role, uid in role_changes:
-        if old_role != new_role:
-            if old_role:
-                changes.delete(GRANT, role_grant_id(old_role, uid))
-            if new_role:
-                changes.upsert(GRANT, role_grant_id(new_role, uid))
-    return new_roles, renamed_roles, gone_roles
