@@ -50,3 +50,16 @@ def test_every_read_model_refusal_has_a_status_in_the_one_table() -> None:
     }
     assert kinds == set(READ_ERRORS)
     assert all(400 <= status < 600 for status, _ in READ_ERRORS.values())
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_of_the_product_is_over_400_lines() -> None:
+    # A module a newcomer cannot read in one sitting is a sign it holds more than one concern.
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for path in sorted((ROOT / "app").rglob("*.py"))
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}, f"split these along their concerns: {long}"
