@@ -8,6 +8,7 @@ REPEATABLE READ so a snapshot sees one consistent version.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -22,6 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -115,7 +118,21 @@ class Database:
             yield session
 
     def dispose(self) -> None:
+        retired = self.engine.pool
         self.engine.dispose()
+        # A connection still checked out now (a worker thread whose awaiting task was cancelled
+        # at shutdown goes on until its call returns) comes back later to the pool just
+        # retired, which nothing uses any more: close it then rather than leave it open for
+        # the garbage collector (psycopg warns about every connection it finds open).
+        event.listen(retired, "checkin", _close_returned_connection)
+
+
+def _close_returned_connection(dbapi_connection: Any, _record: Any) -> None:
+    if dbapi_connection is not None:
+        try:
+            dbapi_connection.close()
+        except Exception:
+            logger.debug("closing a connection returned after dispose failed", exc_info=True)
 
 
 def describe_error(exc: BaseException) -> str:
