@@ -925,27 +925,22 @@ def test_a_request_whose_process_died_is_closed_and_keeps_its_key(store: Databas
     """A record left unfinished (the process died mid-request) must not hold its key as "in
     progress" forever: after ABANDON_AFTER it is closed as failed, and a retry with the key is
     answered that, not sent again (the write may have reached Intercom)."""
-    claim = records.start_request(
-        store,
-        action="remove_user",
-        user_id="991267403",
-        team_id=None,
-        dry_run=False,
-        requested_by=fingerprint(PROVISIONING_TOKEN),
-        request_hash="h1",
-        idempotency_key="died-mid-request",
-    )
+
+    def start() -> records.Claim:
+        return records.start_request(
+            store,
+            action="remove_user",
+            user_id="991267403",
+            team_id=None,
+            dry_run=False,
+            requested_by=fingerprint(PROVISIONING_TOKEN),
+            request_hash="h1",
+            idempotency_key="died-mid-request",
+        )
+
+    claim = start()
     assert claim.created
-    again = records.start_request(
-        store,
-        action="remove_user",
-        user_id="991267403",
-        team_id=None,
-        dry_run=False,
-        requested_by=fingerprint(PROVISIONING_TOKEN),
-        request_hash="h1",
-        idempotency_key="died-mid-request",
-    )
+    again = start()
     assert not again.created
     assert not again.record.finished  # still in progress: 409 idempotency_key_in_use
     with store.writing() as session:
@@ -954,16 +949,7 @@ def test_a_request_whose_process_died_is_closed_and_keeps_its_key(store: Databas
             .where(ProvisioningRequest.id == claim.record.id)
             .values(requested_at=utcnow() - records.ABANDON_AFTER - timedelta(seconds=1))
         )
-    later = records.start_request(
-        store,
-        action="remove_user",
-        user_id="991267403",
-        team_id=None,
-        dry_run=False,
-        requested_by=fingerprint(PROVISIONING_TOKEN),
-        request_hash="h1",
-        idempotency_key="died-mid-request",
-    )
+    later = start()
     assert not later.created
     assert later.record.finished
     assert later.record.result == "failed"
